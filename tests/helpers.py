@@ -36,3 +36,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of a Prometheus text exposition, keyed by (name, frozenset(labels))."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def sample_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample, or None when the exposition does not have it."""
+    return samples(text).get((name, frozenset(labels.items())))
+
+
+def series(text: str, name: str) -> list[dict]:
+    """Label sets of every sample called ``name`` (each with its value under ``__value__``)."""
+    return [dict(labels, __value__=value) for (n, labels), value in samples(text).items()
+            if n == name]

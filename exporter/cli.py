@@ -1,0 +1,181 @@
+"""``tfserving-exporter`` command line: run (default), demo, simulate, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from exporter import __version__
+
+log = logging.getLogger("exporter")
+
+SUBCOMMANDS = ("run", "demo", "simulate", "check-config")
+
+# (flag, config field, help). Flags override the config file; unset flags leave it alone.
+RUN_FLAGS = (
+    ("--web.listen-address", "web.listen_address",
+     "Address to listen on for /metrics, e.g. ':9850' or '127.0.0.1:9850'."),
+    ("--web.telemetry-path", "web.telemetry_path", "Path under which to expose metrics."),
+    ("--tfserving.grpc-address", "tfserving.grpc_address",
+     "TF Serving gRPC address host:port ('' disables gRPC)."),
+    ("--tfserving.rest-address", "tfserving.rest_address",
+     "TF Serving REST base URL, e.g. http://localhost:8501 ('' disables REST)."),
+    ("--tfserving.metrics-path", "tfserving.metrics_path",
+     "Path of TF Serving's own Prometheus page on the REST port."),
+    ("--tfserving.model-config-file", "tfserving.model_config_file",
+     "TF Serving models.config to discover model names from (re-read when it changes)."),
+    ("--tfserving.timeout", "tfserving.timeout",
+     "Upper bound for one scrape's calls to TF Serving, e.g. 10s."),
+    ("--tfserving.timeout-offset", "tfserving.timeout_offset",
+     "Subtracted from Prometheus' scrape timeout to leave time for the reply, e.g. 500ms."),
+    ("--collector.status.protocol", "collectors.status.protocol",
+     "Protocol of the status collector: grpc or rest."),
+    ("--collector.metadata.protocol", "collectors.metadata.protocol",
+     "Protocol of the metadata collector: grpc or rest."),
+    ("--log.level", "log.level", "Log level: debug, info, warn, error."),
+    ("--log.format", "log.format", "Log format: logfmt or json."),
+)
+COLLECTORS = ("status", "metadata")
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace(".", "_").replace("-", "_")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, with_config_file: bool = True) -> None:
+    if with_config_file:
+        parser.add_argument("--config.file", dest="config_file", metavar="PATH",
+                            help="YAML configuration file (flags override it).")
+    for flag, _field, help_text in RUN_FLAGS:
+        parser.add_argument(flag, dest=_dest(flag), metavar="VALUE", help=help_text)
+    parser.add_argument("--model", dest="models", action="append", metavar="NAME",
+                        help="Model to watch (repeatable). Replaces the config file's models list.")
+    for name in COLLECTORS:
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(f"--collector.{name}", dest=f"collector_{name}", action="store_const",
+                           const=True, help=f"Enable the {name} collector (default).")
+        group.add_argument(f"--no-collector.{name}", dest=f"collector_{name}",
+                           action="store_const", const=False,
+                           help=f"Disable the {name} collector.")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    overrides: dict = {}
+    for flag, field, _help in RUN_FLAGS:
+        value = getattr(args, _dest(flag), None)
+        if value is not None:
+            overrides[field] = value
+    for name in COLLECTORS:
+        enabled = getattr(args, f"collector_{name}", None)
+        if enabled is not None:
+            overrides[f"collectors.{name}.enabled"] = enabled
+    if args.models:
+        overrides["models"] = list(args.models)
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfserving-exporter",
+        description="Prometheus exporter sidecar for TensorFlow Serving.")
+    parser.add_argument("--version", action="version", version=f"tfserving-exporter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="Run the exporter (default command).")
+    _add_run_flags(run)
+
+    demo = sub.add_parser("demo", help="Start the TF Serving simulator with demo models and the "
+                                       "exporter, and print the /metrics URL.")
+    demo.add_argument("--web.listen-address", dest="web_listen_address", default="127.0.0.1:9850",
+                      metavar="ADDRESS", help="Exporter listen address (default 127.0.0.1:9850).")
+    demo.add_argument("--log.level", dest="log_level", default="info", metavar="LEVEL")
+
+    sub.add_parser("simulate", add_help=False,
+                   help="Run the TF Serving simulator; takes tensorflow_model_server's flags.")
+
+    check = sub.add_parser("check-config", help="Validate a configuration and exit non-zero "
+                                                "listing every problem.")
+    _add_run_flags(check)
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from exporter.config import ConfigError, load_config
+
+    try:
+        return load_config(getattr(args, "config_file", None), overrides_from_args(args))
+    except ConfigError as err:
+        print(f"tfserving-exporter: invalid configuration:\n{err}", file=sys.stderr)
+        return None
+
+
+def install_stop_handlers() -> threading.Event:
+    """SIGINT (Ctrl-C) and SIGTERM (Kubernetes) set the returned event for a clean stop."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def wait_for(stop: threading.Event) -> None:
+    while not stop.wait(3600):
+        pass
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from exporter.logsetup import configure_logging
+    from exporter.runtime import start_exporter
+
+    config = _load(args)
+    if config is None:
+        return 2
+    configure_logging(config.log.level, config.log.format)
+    stop = install_stop_handlers()
+    for warning in config.warnings:
+        log.warning(warning)
+    try:
+        running = start_exporter(config)
+    except OSError as err:
+        log.error("cannot listen on %s: %s", config.web.listen_address, err)
+        return 1
+    wait_for(stop)
+    log.info("shutting down")
+    running.stop()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 2
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print("configuration is valid")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exporter.demo import run_demo
+
+    return run_demo(args.web_listen_address, args.log_level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        from exporter.simulator.app import main as simulate
+
+        return simulate(argv[1:])
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "run")
+    args = build_parser().parse_args(argv)
+    handlers = {"run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Runs the enabled collectors for one scrape and adds the scrape-level metrics.
+
+Each collector catches its own failure: it sets its success gauge to 0, is logged when its
+error changes (not on every scrape), and leaves the others to carry on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from typing import Callable, Iterable
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.collectors.base import CollectorError, ScrapeCollector
+from exporter.scrape import Scrape
+from exporter.tfserving.deadline import Deadline
+from exporter.tfserving.types import TFServingError
+
+log = logging.getLogger(__name__)
+
+
+class _ErrorLog:
+    """Logs a collector's error when it changes and once when it recovers."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, str | None] = {}
+
+    def update(self, collector: str, error: str | None) -> None:
+        previous = self._last.get(collector)
+        if error == previous:
+            return
+        self._last[collector] = error
+        if error is not None:
+            log.warning("collector %s failed: %s", collector, error)
+        elif previous is not None:
+            log.info("collector %s recovered", collector)
+
+
+class Collection:
+    """The TF Serving side of /metrics: collectors plus ``tfserving_up`` per protocol."""
+
+    def __init__(self, clients: dict, collectors: list[ScrapeCollector], ping_paths: dict,
+                 models: Callable[[], list[str]], max_workers: int = 8) -> None:
+        self._models = models
+        self.clients = clients  # protocol -> client with ping()
+        self.collectors = collectors
+        self._ping_paths = ping_paths  # protocol -> extra args for ping()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="tfserving-call")
+        self._errors = _ErrorLog()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for client in self.clients.values():
+            client.close()
+
+    def collect(self, deadline: Deadline, budget: float) -> list[Metric]:
+        scrape = Scrape(deadline, self.clients, self._executor, self._models())
+        success = GaugeMetricFamily(
+            "tfserving_exporter_collector_success",
+            "1 if the collector succeeded in this scrape.", labels=["collector"])
+        duration = GaugeMetricFamily(
+            "tfserving_exporter_collector_duration_seconds",
+            "Time the collector took in this scrape.", labels=["collector"])
+        families: list[Metric] = []
+        for collector in self.collectors:
+            started = time.monotonic()
+            error = None
+            try:
+                families.extend(collector.collect(scrape))
+            except (CollectorError, TFServingError) as err:
+                error = str(err)
+            except Exception as err:  # noqa: BLE001 - one collector must not sink the scrape
+                error = f"unexpected {type(err).__name__}: {err}"
+                log.exception("collector %s raised unexpectedly", collector.name)
+            self._errors.update(collector.name, error)
+            success.add_metric([collector.name], 0 if error else 1)
+            duration.add_metric([collector.name], time.monotonic() - started)
+
+        families.extend([success, duration, self._up(scrape), _timeout_family(budget)])
+        return families
+
+    def _up(self, scrape: Scrape) -> Metric:
+        up = GaugeMetricFamily("tfserving_up",
+                               "1 if this scrape reached TF Serving over the protocol.",
+                               labels=["protocol"])
+        for protocol, client in sorted(self.clients.items()):
+            if protocol not in scrape.reached:
+                try:
+                    scrape.call(protocol, client.ping, *self._ping_paths.get(protocol, ()))
+                except TFServingError:
+                    pass  # recorded in scrape.reached
+            up.add_metric([protocol], 1 if scrape.reached.get(protocol) else 0)
+        return up
+
+
+def _timeout_family(budget: float) -> Metric:
+    family = GaugeMetricFamily(
+        "tfserving_exporter_scrape_timeout_seconds",
+        "Time this scrape allowed for calls to TF Serving (scrape timeout minus offset, "
+        "capped by tfserving.timeout).")
+    family.add_metric([], budget)
+    return family
+
+
+def exported(families: Iterable[Metric]):
+    """Wrap ready-made families as a collector for a prometheus_client registry."""
+
+    class _Snapshot:
+        def collect(self):
+            return iter(families)
+
+    return _Snapshot()

@@ -1,0 +1,37 @@
+"""What every TF Serving collector shares: a name, a protocol, and ``collect(scrape)``."""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+from prometheus_client.core import Metric
+
+from exporter.scrape import Scrape
+
+
+class CollectorError(Exception):
+    """A collector could not do its whole job; ``partial`` metrics may still be exported."""
+
+
+class ScrapeCollector(Protocol):
+    name: str
+
+    def collect(self, scrape: Scrape) -> Iterable[Metric]:
+        """Yield metric families; raise CollectorError (after yielding what it could) when
+        part of the work failed."""
+        ...
+
+
+class Limiter:
+    """Caps a list of items and reports how many it dropped, so label sets stay bounded."""
+
+    def __init__(self, dropped_counter, kind: str, limit: int) -> None:
+        self._counter = dropped_counter
+        self._kind = kind
+        self.limit = limit
+
+    def cap(self, items: list) -> list:
+        if len(items) <= self.limit:
+            return items
+        self._counter.labels(self._kind).inc(len(items) - self.limit)
+        return items[: self.limit]

@@ -1,0 +1,117 @@
+"""``tfserving-exporter demo``: the simulator with the demo models, plus the exporter.
+
+The newcomer's first command. Everything binds to 127.0.0.1; TF Serving's usual ports are used
+when free, otherwise the simulator takes free ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+MONITORING_CONFIG = 'prometheus_config {\n  enable: true,\n  path: "/monitoring/prometheus/metrics"\n}\n'
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    root: str
+    model_config_file: str
+    monitoring_config_file: str
+    model_names: tuple[str, ...]
+
+
+def models_config_text(models) -> str:
+    """Text-format ModelServerConfig for (name, base_path) pairs, as TF Serving reads it."""
+    entries = "".join(
+        "  config {\n"
+        f"    name: {json.dumps(name)}\n"
+        f"    base_path: {json.dumps(base_path)}\n"
+        '    model_platform: "tensorflow"\n'
+        "  }\n" for name, base_path in models)
+    return "model_config_list {\n" + entries + "}\n"
+
+
+def write_demo_files(root: str) -> DemoFiles:
+    """Demo model version directories plus models.config and monitoring.config under root."""
+    from exporter.simulator.demo_models import write_demo_models
+
+    configs = write_demo_models(os.path.join(root, "models"))
+    model_config_file = os.path.join(root, "models.config")
+    with open(model_config_file, "w", encoding="utf-8") as handle:
+        handle.write(models_config_text((c.name, c.base_path) for c in configs))
+    monitoring_config_file = os.path.join(root, "monitoring.config")
+    with open(monitoring_config_file, "w", encoding="utf-8") as handle:
+        handle.write(MONITORING_CONFIG)
+    return DemoFiles(root, model_config_file, monitoring_config_file,
+                     tuple(c.name for c in configs))
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def run_demo(listen_address: str, log_level: str = "info") -> int:
+    from exporter.cli import install_stop_handlers, wait_for
+    from exporter.config import ConfigError, load_config
+    from exporter.logsetup import configure_logging
+    from exporter.runtime import start_exporter
+    from exporter.simulator.app import Simulator, SimulatorOptions
+
+    configure_logging(log_level, "logfmt")
+    stop = install_stop_handlers()
+    root = tempfile.mkdtemp(prefix="tfserving-exporter-demo-")
+    simulator = running = None
+    try:
+        files = write_demo_files(root)
+        simulator = Simulator(SimulatorOptions(
+            grpc_port=8500 if port_is_free(8500) else 0,
+            rest_api_port=8501 if port_is_free(8501) else 0,
+            model_config_file=files.model_config_file,
+            monitoring_config_file=files.monitoring_config_file,
+            bind_address="127.0.0.1",
+        ))
+        simulator.start(timeout=60)
+        try:
+            config = load_config(None, {
+                "tfserving.grpc_address": f"127.0.0.1:{simulator.grpc_port}",
+                "tfserving.rest_address": f"http://127.0.0.1:{simulator.rest_port}",
+                "tfserving.model_config_file": files.model_config_file,
+                "web.listen_address": listen_address,
+                "log.level": log_level,
+            })
+        except ConfigError as err:
+            print(f"tfserving-exporter demo: invalid option:\n{err}")
+            return 2
+        try:
+            running = start_exporter(config)
+        except OSError as err:
+            print(f"tfserving-exporter demo: cannot listen on {listen_address}: {err}\n"
+                  "Pick another address with --web.listen-address, e.g. 127.0.0.1:0")
+            return 1
+        host = config.web.listen_address.rpartition(":")[0].strip("[]") or "127.0.0.1"
+        url = f"http://{host}:{running.port}{config.web.telemetry_path}"
+        print(f"TF Serving simulator: gRPC 127.0.0.1:{simulator.grpc_port}, "
+              f"REST http://127.0.0.1:{simulator.rest_port}\n"
+              f"Models: {', '.join(files.model_names)} (files in {root})\n"
+              f"Exporter metrics: {url}\n"
+              "Press Ctrl-C to stop.", flush=True)
+        wait_for(stop)
+        return 0
+    finally:
+        if running is not None:
+            running.stop()
+        if simulator is not None:
+            simulator.stop()
+        shutil.rmtree(root, ignore_errors=True)

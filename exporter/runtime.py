@@ -1,0 +1,108 @@
+"""Builds a running exporter (clients, collectors, HTTP app) from a validated Config."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from exporter.addresses import split_listen_address
+from exporter.collection import Collection
+from exporter.collectors.base import Limiter
+from exporter.collectors.metadata import MetadataCollector
+from exporter.collectors.status import StatusCollector
+from exporter.selfmetrics import SelfMetrics
+from exporter.server import ExporterState, create_app, serve
+from exporter.tfserving import protos
+from exporter.tfserving.grpc_client import GrpcClient
+from exporter.tfserving.model_config import ModelSource
+from exporter.tfserving.rest_client import RestClient
+
+log = logging.getLogger(__name__)
+
+
+def build_collection(config, selfmetrics: SelfMetrics) -> Collection:
+    tf = config.tfserving
+    clients = {}
+    if tf.grpc_address:
+        clients["grpc"] = GrpcClient(tf.grpc_address, observe=selfmetrics.observe_call)
+    if tf.rest_address:
+        clients["rest"] = RestClient(tf.rest_address, observe=selfmetrics.observe_call)
+
+    limits = config.limits
+    dropped = selfmetrics.dropped
+    versions = Limiter(dropped, "version", limits.max_versions_per_model)
+    collectors = []
+    status = config.collectors.status
+    if status.enabled:
+        collectors.append(StatusCollector(status.protocol, versions))
+    metadata = config.collectors.metadata
+    if metadata.enabled:
+        # Reuse the status collector's answers when it runs; otherwise ask over our own protocol.
+        status_protocol = status.protocol if status.enabled else metadata.protocol
+        collectors.append(MetadataCollector(
+            metadata.protocol, status_protocol, versions,
+            Limiter(dropped, "signature", limits.max_signatures_per_version),
+            Limiter(dropped, "tensor", limits.max_tensors_per_signature)))
+
+    source = ModelSource(list(config.models), tf.model_config_file)
+    model_limit = Limiter(dropped, "model", limits.max_models)
+
+    def models() -> list[str]:
+        return model_limit.cap(sorted(source.models()))
+
+    return Collection(clients, collectors, ping_paths={"rest": (tf.metrics_path,)},
+                      models=models)
+
+
+def _summary(config) -> dict:
+    tf = config.tfserving
+    return {
+        "gRPC address": tf.grpc_address or "(disabled)",
+        "REST address": tf.rest_address or "(disabled)",
+        "Models": ", ".join(config.models) or "(none configured)",
+        "Model config file": tf.model_config_file or "(none)",
+        "Collectors": ", ".join(
+            f"{name}={c.protocol}" for name, c in
+            (("status", config.collectors.status), ("metadata", config.collectors.metadata))
+            if c.enabled) or "(none)",
+    }
+
+
+@dataclass
+class RunningExporter:
+    state: ExporterState
+    server: object  # wsgiref server
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+        self.state.collection.close()
+
+
+def start_exporter(config) -> RunningExporter:
+    """Bind the listen address and serve in a background thread."""
+    protos.load_all()  # fail at startup, not on the first scrape, if the protos are missing
+    selfmetrics = SelfMetrics()
+    state = ExporterState(
+        collection=build_collection(config, selfmetrics),
+        selfmetrics=selfmetrics,
+        telemetry_path=config.web.telemetry_path,
+        timeout=config.tfserving.timeout,
+        timeout_offset=config.tfserving.timeout_offset,
+        summary=_summary(config),
+    )
+    host, port = split_listen_address(config.web.listen_address)
+    server = serve(create_app(state), host, port)
+    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    thread.start()
+    state.ready.set()
+    log.info("listening", extra={"address": f"{host or '0.0.0.0'}:{server.server_address[1]}",
+                                 "telemetry_path": config.web.telemetry_path})
+    return RunningExporter(state, server, thread)

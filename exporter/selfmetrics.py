@@ -1,0 +1,55 @@
+"""The exporter's own long-lived metrics (the per-scrape ones are built fresh by collectors)."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from exporter import __version__
+
+# Calls to TF Serving on the same host take ~1 ms; slow ones approach the scrape timeout.
+PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class SelfMetrics:
+    """Metrics about the exporter itself, kept across scrapes in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        build_info = Gauge(
+            "tfserving_exporter_build_info",
+            "Always 1; labels carry the exporter and Python versions.",
+            ["version", "python_version"],
+            registry=self.registry,
+        )
+        build_info.labels(__version__, platform.python_version()).set(1)
+        self.probe_duration = Histogram(
+            "tfserving_probe_duration_seconds",
+            "Duration of the exporter's own calls to TF Serving, by protocol and API.",
+            ["protocol", "api"],
+            buckets=PROBE_BUCKETS,
+            registry=self.registry,
+        )
+        self.dropped = Counter(
+            "tfserving_exporter_dropped_total",
+            "Items TF Serving reported that were left out of /metrics because a "
+            "configured limit was reached, by kind (model, version, signature, tensor).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.scrape_errors = Counter(
+            "tfserving_exporter_scrape_errors_total",
+            "Scrapes of the exporter that could not be answered fully, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for kind in ("model", "version", "signature", "tensor"):
+            self.dropped.labels(kind)
+
+    def observe_call(self, protocol: str, api: str, seconds: float) -> None:
+        self.probe_duration.labels(protocol, api).observe(seconds)

@@ -1,0 +1,146 @@
+"""The exporter's HTTP side: /metrics, /-/healthy, /-/ready and a landing page.
+
+``create_app`` returns a plain WSGI application so tests can drive it directly;
+``serve`` runs it on a threading server.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+from exporter.collection import Collection, exported
+from exporter.selfmetrics import SelfMetrics
+from exporter.tfserving.deadline import Deadline, scrape_budget
+
+log = logging.getLogger(__name__)
+
+# More scrapes at once than this are refused rather than queued: each holds TF Serving calls.
+MAX_CONCURRENT_SCRAPES = 4
+
+
+@dataclass
+class ExporterState:
+    collection: Collection
+    selfmetrics: SelfMetrics
+    telemetry_path: str
+    timeout: float
+    timeout_offset: float
+    summary: dict = field(default_factory=dict)  # shown on the landing page, no secrets
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class _Sources:
+    def __init__(self, *sources) -> None:
+        self._sources = sources
+
+    def collect(self):
+        for source in self._sources:
+            yield from source.collect()
+
+
+def _response(start_response, status: str, body: bytes, content_type: str = "text/plain; charset=utf-8",
+              extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    headers.extend(extra)
+    start_response(status, headers)
+    return [body]
+
+
+def _landing_page(state: ExporterState) -> bytes:
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in state.summary.items())
+    path = html.escape(state.telemetry_path)
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>TF Serving Exporter</title></head>
+<body>
+<h1>TF Serving Exporter</h1>
+<p>Version {html.escape(__version__)}</p>
+<ul>
+<li><a href="{path}">Metrics</a> ({path})</li>
+<li><a href="/-/healthy">Health</a> (/-/healthy)</li>
+<li><a href="/-/ready">Readiness</a> (/-/ready)</li>
+</ul>
+<table>{rows}</table>
+</body></html>
+""".encode()
+
+
+def create_app(state: ExporterState) -> Callable:
+    scrape_slots = threading.BoundedSemaphore(MAX_CONCURRENT_SCRAPES)
+
+    def metrics(environ, start_response):
+        budget = scrape_budget(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"),
+                               state.timeout_offset, state.timeout)
+        deadline = Deadline.after(budget)
+        if not scrape_slots.acquire(timeout=budget):
+            state.selfmetrics.scrape_errors.labels("too_many_concurrent_scrapes").inc()
+            return _response(start_response, "503 Service Unavailable",
+                             b"too many concurrent scrapes\n", extra=[("Retry-After", "1")])
+        try:
+            families = state.collection.collect(deadline, budget)
+        except Exception:  # noqa: BLE001 - keep serving; the log has the traceback
+            log.exception("scrape failed")
+            state.selfmetrics.scrape_errors.labels("internal").inc()
+            families = []
+        finally:
+            scrape_slots.release()
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        body = encoder(_Sources(exported(families), state.selfmetrics.registry))
+        extra = []
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            body = gzip.compress(body, compresslevel=1)
+            extra.append(("Content-Encoding", "gzip"))
+        return _response(start_response, "200 OK", body, content_type, extra)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            return _response(start_response, "405 Method Not Allowed",
+                             b"only GET and HEAD are supported\n", extra=[("Allow", "GET, HEAD")])
+        if path == state.telemetry_path:
+            return metrics(environ, start_response)
+        if path == "/-/healthy":
+            return _response(start_response, "200 OK", b"Healthy\n")
+        if path == "/-/ready":
+            if state.ready.is_set():
+                return _response(start_response, "200 OK", b"Ready\n")
+            return _response(start_response, "503 Service Unavailable", b"Not ready\n")
+        if path == "/":
+            return _response(start_response, "200 OK", _landing_page(state),
+                             "text/html; charset=utf-8")
+        return _response(start_response, "404 Not Found", b"404 page not found\n")
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _ThreadingServerV6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+def serve(app: Callable, host: str, port: int) -> WSGIServer:
+    """Bind now (so errors surface at startup) and return the server; call serve_forever()."""
+    server_class = _ThreadingServerV6 if ":" in host else _ThreadingServer
+    return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)

@@ -1,0 +1,103 @@
+"""``TensorProto`` <-> numpy, the way TensorFlow's ``Tensor::FromProto`` / ``AsProtoField`` do."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from exporter.simulator.errors import ServingError
+from exporter.tfserving import protos
+
+# TF dtype name -> (numpy dtype, typed value field)
+_FIELDS = {
+    "DT_FLOAT": (np.float32, "float_val"),
+    "DT_DOUBLE": (np.float64, "double_val"),
+    "DT_INT32": (np.int32, "int_val"),
+    "DT_INT16": (np.int16, "int_val"),
+    "DT_INT8": (np.int8, "int_val"),
+    "DT_UINT8": (np.uint8, "int_val"),
+    "DT_UINT16": (np.uint16, "int_val"),
+    "DT_INT64": (np.int64, "int64_val"),
+    "DT_UINT32": (np.uint32, "uint32_val"),
+    "DT_UINT64": (np.uint64, "uint64_val"),
+    "DT_BOOL": (np.bool_, "bool_val"),
+    "DT_HALF": (np.float16, "half_val"),
+    "DT_STRING": (object, "string_val"),
+}
+_MAX_ELEMENTS = 1 << 31
+
+
+def dtype_name(number: int) -> str:
+    return protos.types_pb2.DataType.Name(number)
+
+
+def to_numpy(proto, alias: str) -> np.ndarray:
+    """Decode a request tensor; anything TF could not decode is ``tensor parsing error``."""
+    error = ServingError("INVALID_ARGUMENT", f"tensor parsing error: {alias}")
+    try:
+        name = dtype_name(proto.dtype)
+    except ValueError:
+        raise error from None
+    if name not in _FIELDS or proto.tensor_shape.unknown_rank:
+        raise error
+    shape = [dim.size for dim in proto.tensor_shape.dim]
+    if any(size < 0 for size in shape):
+        raise error
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count > _MAX_ELEMENTS:
+        raise error
+    numpy_type, field = _FIELDS[name]
+    if proto.tensor_content and numpy_type is not object:
+        item = np.dtype(numpy_type).itemsize
+        if len(proto.tensor_content) != count * item:
+            raise error
+        return np.frombuffer(proto.tensor_content, dtype=np.dtype(numpy_type).newbyteorder("<")
+                             ).astype(numpy_type).reshape(shape)
+    values = list(getattr(proto, field))
+    if len(values) > count:
+        raise error
+    if values and len(values) < count:
+        # TF repeats the last value to fill the tensor (a 1-value proto fills any shape).
+        values += [values[-1]] * (count - len(values))
+    if numpy_type is object:
+        array = np.empty(count, dtype=object)
+        array[:] = [bytes(v) for v in values] if values else [b""] * count
+        return array.reshape(shape)
+    if name == "DT_HALF":
+        raw = np.array(values or [0] * count, dtype=np.uint16)
+        return raw.view(np.float16).reshape(shape)
+    if not values:
+        return np.zeros(shape, dtype=numpy_type)
+    return np.array(values, dtype=np.int64 if field == "int_val" else numpy_type
+                    ).astype(numpy_type).reshape(shape)
+
+
+def _dtype_of(array: np.ndarray) -> str:
+    if array.dtype.kind in "OSU":
+        return "DT_STRING"
+    for name, (numpy_type, _) in _FIELDS.items():
+        if numpy_type is not object and array.dtype == numpy_type:
+            return name
+    raise ServingError("INTERNAL", f"cannot serialize an output of dtype {array.dtype}")
+
+
+def from_numpy(array: np.ndarray, as_tensor_content: bool = False):
+    """An output tensor: typed ``*_val`` fields by default, ``tensor_content`` on request
+    (``--enable_serialization_as_tensor_content``; strings always use ``string_val``)."""
+    array = np.asarray(array)
+    name = _dtype_of(array)
+    proto = protos.tensor_pb2.TensorProto()
+    proto.dtype = protos.types_pb2.DataType.Value(name)
+    for size in array.shape:
+        proto.tensor_shape.dim.add().size = int(size)
+    numpy_type, field = _FIELDS[name]
+    flat = array.reshape(-1)
+    if name == "DT_STRING":
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8")
+                                for v in flat)
+    elif as_tensor_content:
+        proto.tensor_content = flat.astype(np.dtype(numpy_type).newbyteorder("<")).tobytes()
+    elif name == "DT_HALF":
+        proto.half_val.extend(int(v) for v in flat.view(np.uint16))
+    else:
+        getattr(proto, field).extend(flat.tolist())
+    return proto

@@ -1,0 +1,135 @@
+"""TF Serving's gRPC API (ModelService, PredictionService) as the exporter needs it."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import grpc
+
+from exporter.tfserving import protos
+from exporter.tfserving.deadline import Deadline
+from exporter.tfserving.types import Signature, TensorSpec, TFServingError, VersionStatus
+
+PROTOCOL = "grpc"
+# TF Serving answers with at most INT32_MAX bytes; metadata of big models can exceed gRPC's
+# default 4 MiB receive limit, so accept up to 64 MiB and no more.
+_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+
+CallObserver = Callable[[str, str, float], None]
+
+
+def _no_observer(protocol: str, api: str, seconds: float) -> None:
+    return None
+
+
+def signatures_from_proto(signature_def_map) -> dict[str, Signature]:
+    """SignatureDefMap (from GetModelMetadata) → {name: Signature}."""
+    dtype_name = protos.types_pb2.DataType.Name
+    result: dict[str, Signature] = {}
+    for name, sig in signature_def_map.signature_def.items():
+        def specs(tensors) -> tuple[TensorSpec, ...]:
+            out = []
+            for alias, info in sorted(tensors.items()):
+                shape = info.tensor_shape
+                dims = None if shape.unknown_rank else tuple(d.size for d in shape.dim)
+                try:
+                    dtype = dtype_name(info.dtype)
+                except ValueError:
+                    dtype = f"DT_{info.dtype}"
+                out.append(TensorSpec(alias=alias, dtype=dtype, shape=dims))
+            return tuple(out)
+
+        result[name] = Signature(name=name, method_name=sig.method_name,
+                                 inputs=specs(sig.inputs), outputs=specs(sig.outputs))
+    return result
+
+
+class GrpcClient:
+    """One long-lived channel; every call takes the scrape's deadline.
+
+    gRPC reconnects by itself, so a TF Serving restart needs nothing from us. Calls do not
+    wait for the channel to become ready: an unreachable server fails at once with
+    UNAVAILABLE instead of eating the scrape's budget.
+    """
+
+    def __init__(self, target: str, observe: CallObserver = _no_observer,
+                 channel_credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.target = target
+        self._observe = observe
+        options = [("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES),
+                   ("grpc.enable_http_proxy", 0)]
+        if channel_credentials is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.secure_channel(target, channel_credentials, options=options)
+        self._model_service = protos.model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._prediction_service = protos.prediction_service_pb2_grpc.PredictionServiceStub(
+            self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, api: str, method, request, deadline: Deadline):
+        if deadline.expired():
+            raise TFServingError(PROTOCOL, api, "DEADLINE_EXCEEDED",
+                                 "no time left in this scrape", reached=False)
+        started = time.monotonic()
+        try:
+            return method(request, timeout=deadline.remaining())
+        except grpc.RpcError as err:
+            code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+            details = err.details() if hasattr(err, "details") else str(err)
+            raise TFServingError(PROTOCOL, api, code.name, details or code.name) from None
+        finally:
+            self._observe(PROTOCOL, api, time.monotonic() - started)
+
+    def model_status(self, model: str, deadline: Deadline) -> list[VersionStatus]:
+        request = protos.get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = model
+        reply = self._call("model_status", self._model_service.GetModelStatus, request, deadline)
+        state_name = protos.get_model_status_pb2.ModelVersionStatus.State.Name
+        error_name = protos.error_codes_pb2.Code.Name
+        statuses = []
+        for item in reply.model_version_status:
+            try:
+                state = state_name(item.state)
+            except ValueError:
+                state = "UNKNOWN"
+            try:
+                code = error_name(item.status.error_code)
+            except ValueError:
+                code = str(item.status.error_code)
+            statuses.append(VersionStatus(item.version, state, code, item.status.error_message))
+        return statuses
+
+    def model_metadata(self, model: str, version: int | None,
+                       deadline: Deadline) -> dict[str, Signature]:
+        request = protos.get_model_metadata_pb2.GetModelMetadataRequest()
+        request.model_spec.name = model
+        if version is not None:
+            request.model_spec.version.value = version
+        request.metadata_field.append("signature_def")
+        reply = self._call("model_metadata", self._prediction_service.GetModelMetadata,
+                           request, deadline)
+        packed = reply.metadata.get("signature_def")
+        signature_map = protos.get_model_metadata_pb2.SignatureDefMap()
+        if packed is None or not packed.Unpack(signature_map):
+            raise TFServingError(PROTOCOL, "model_metadata", "BAD_REPLY",
+                                 f"reply for model {model!r} holds no SignatureDefMap",
+                                 reached=True)
+        return signatures_from_proto(signature_map)
+
+    def ping(self, deadline: Deadline) -> None:
+        """Prove the server answers, without touching TF Serving's request metrics.
+
+        GetModelStatus is invisible in TF Serving's own metrics; an empty model name is
+        answered with NOT_FOUND, which is exactly the proof we want.
+        """
+        request = protos.get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = ""
+        try:
+            self._call("ping", self._model_service.GetModelStatus, request, deadline)
+        except TFServingError as err:
+            if not err.reached_server:
+                raise

@@ -1,0 +1,410 @@
+import dataclasses
+import os
+import typing
+
+import pytest
+import yaml
+
+import exporter.config as config_module
+from exporter.config import (
+    FIELD_FOR_FLAG,
+    FLAG_FOR_FIELD,
+    SCHEMA,
+    CollectorConfig,
+    Config,
+    ConfigError,
+    config_reference_markdown,
+    load_config,
+)
+
+TESTDATA = os.path.join(os.path.dirname(__file__), "testdata", "config")
+EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "config.yaml")
+VALID_FILES = {"full.yaml", "empty.yaml"}
+
+UNITS = "units are ms, s, m, h, d, w, y"
+
+# One file per validation rule, each with the exact problems it must produce. Paths are given
+# relative to TESTDATA (the tests run from there), so the file name is the message's prefix.
+INVALID_FILES = {
+    # structure
+    "unknown_key.yaml": ['unknown_key.yaml: tfserving.grpc_adress: unknown key (did you mean "grpc_address"?)'],
+    "unknown_section.yaml": ['unknown_section.yaml: colectors: unknown key (did you mean "collectors"?)'],
+    "unknown_key_no_suggestion.yaml": [
+        "unknown_key_no_suggestion.yaml: web.tls_config: unknown key (valid keys: listen_address, telemetry_path)"],
+    "section_not_a_mapping.yaml": ["section_not_a_mapping.yaml: limits: expected a mapping, got integer"],
+    "not_a_mapping.yaml": ["not_a_mapping.yaml: top level must be a mapping of sections, got list"],
+    "yaml_syntax.yaml": ["yaml_syntax.yaml:3:4: invalid YAML: expected <block end>, but found '<block mapping start>'"],
+    "duplicate_key.yaml": ['duplicate_key.yaml:3:3: duplicate key "timeout"'],
+    # types
+    "wrong_type.yaml": ["wrong_type.yaml: tfserving.grpc_address: expected a string, got list"],
+    "wrong_type_integer.yaml": ["wrong_type_integer.yaml: limits.max_models: expected an integer, got string"],
+    "wrong_type_boolean.yaml": [
+        "wrong_type_boolean.yaml: collectors.metadata.enabled: expected a boolean, got string"],
+    "null_value.yaml": ["null_value.yaml: web.telemetry_path: expected a string, got null"],
+    "models_not_a_list.yaml": ["models_not_a_list.yaml: models: expected a list of strings, got string"],
+    "model_not_a_string.yaml": ["model_not_a_string.yaml: models[1]: expected a string, got integer"],
+    # values
+    "bad_duration.yaml": [f'bad_duration.yaml: tfserving.timeout: invalid duration "5x": unknown unit "x"; {UNITS}'],
+    "duration_without_unit.yaml": [
+        f'duration_without_unit.yaml: tfserving.timeout: invalid duration "5": missing unit (for example "5s"); {UNITS}'],
+    "nonpositive_timeout.yaml": ["nonpositive_timeout.yaml: tfserving.timeout: must be greater than 0"],
+    "negative_timeout_offset.yaml": [
+        "negative_timeout_offset.yaml: tfserving.timeout_offset: invalid duration -1: must not be negative"],
+    "bad_protocol.yaml": ['bad_protocol.yaml: collectors.status.protocol: must be one of grpc, rest, got "http"'],
+    "bad_address.yaml": [
+        'bad_address.yaml: tfserving.grpc_address: invalid gRPC address "http://localhost:8500": '
+        "expected host:port without a scheme (or dns:///host:port, unix:/path)"],
+    "bad_port.yaml": [
+        'bad_port.yaml: tfserving.grpc_address: invalid gRPC address "localhost:70000": '
+        "port must be between 1 and 65535, got 70000"],
+    "bad_rest_address.yaml": [
+        'bad_rest_address.yaml: tfserving.rest_address: invalid REST address "http://localhost:8501/v1/models": '
+        'must not have a path, got "/v1/models"'],
+    "bad_listen_address.yaml": [
+        'bad_listen_address.yaml: web.listen_address: invalid listen address "9850": '
+        'missing ":" before the port (for example ":9850")'],
+    "bad_metrics_path.yaml": [
+        'bad_metrics_path.yaml: tfserving.metrics_path: must start with "/", got "monitoring/prometheus/metrics"'],
+    "telemetry_path_root.yaml": [
+        'telemetry_path_root.yaml: web.telemetry_path: must not be "/", which serves the landing page'],
+    "telemetry_path_reserved.yaml": [
+        'telemetry_path_reserved.yaml: web.telemetry_path: must not be under "/-/", '
+        'which is reserved for health endpoints, got "/-/metrics"'],
+    "nonpositive_limit.yaml": [
+        "nonpositive_limit.yaml: limits.max_versions_per_model: must be a positive integer, got 0"],
+    "bad_log_level.yaml": ['bad_log_level.yaml: log.level: must be one of debug, info, warn, error, got "verbose"'],
+    "bad_log_format.yaml": ['bad_log_format.yaml: log.format: must be one of logfmt, json, got "text"'],
+    "duplicate_models.yaml": ['duplicate_models.yaml: models[2]: duplicate model name "half_plus_two"'],
+    "bad_model_name.yaml": [
+        'bad_model_name.yaml: models[0]: model name must not contain "/" or ":", got "half_plus_two/1"'],
+    "empty_model_name.yaml": ["empty_model_name.yaml: models[0]: model name must not be empty"],
+    "missing_model_config_file.yaml": [
+        "missing_model_config_file.yaml: tfserving.model_config_file: "
+        f'cannot read "{os.path.join(TESTDATA, "does-not-exist.config")}": No such file or directory'],
+    # across settings
+    "no_address.yaml": ["no_address.yaml: tfserving: grpc_address and rest_address are both empty, set at least one"],
+    "no_protocol_address.yaml": [
+        "no_protocol_address.yaml: collectors.status.protocol: collector uses rest but tfserving.rest_address "
+        "is empty; set the address, switch the protocol, or disable the collector"],
+    # everything at once
+    "several_mistakes.yaml": [
+        'several_mistakes.yaml: tfserving.grpc_adress: unknown key (did you mean "grpc_address"?)',
+        "several_mistakes.yaml: web: expected a mapping, got string",
+        'several_mistakes.yaml: tfserving.rest_address: invalid REST address "localhost": '
+        "missing port (expected host:port)",
+        f'several_mistakes.yaml: tfserving.timeout: invalid duration "5x": unknown unit "x"; {UNITS}',
+        'several_mistakes.yaml: models[1]: duplicate model name "a"',
+        'several_mistakes.yaml: collectors.status.protocol: must be one of grpc, rest, got "http"',
+        "several_mistakes.yaml: limits.max_models: must be a positive integer, got -1",
+        'several_mistakes.yaml: log.level: must be one of debug, info, warn, error, got "verbose"',
+    ],
+}
+
+
+@pytest.fixture
+def in_testdata(monkeypatch):
+    monkeypatch.chdir(TESTDATA)
+
+
+def problems_of(path, overrides=None):
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("name", sorted(INVALID_FILES))
+def test_invalid_file_reports_exactly_its_problems(in_testdata, name):
+    assert problems_of(name) == INVALID_FILES[name]
+
+
+def test_every_testdata_file_is_covered_by_a_test():
+    on_disk = {name for name in os.listdir(TESTDATA) if name.endswith(".yaml")}
+    assert on_disk == set(INVALID_FILES) | VALID_FILES
+
+
+def test_error_text_lists_every_problem_one_per_line(in_testdata):
+    with pytest.raises(ConfigError) as caught:
+        load_config("several_mistakes.yaml")
+    assert str(caught.value).splitlines() == INVALID_FILES["several_mistakes.yaml"]
+
+
+def test_missing_config_file_is_reported(in_testdata):
+    assert problems_of("nope.yaml") == ["nope.yaml: cannot read config file: No such file or directory"]
+
+
+def test_directory_as_config_file_is_reported(in_testdata):
+    assert problems_of(".") == [".: cannot read config file: Is a directory"]
+
+
+def test_empty_file_gives_all_defaults(in_testdata):
+    assert load_config("empty.yaml") == load_config(None)
+
+
+def test_defaults():
+    config = load_config(None)
+    assert config.tfserving.grpc_address == "localhost:8500"
+    assert config.tfserving.rest_address == "http://localhost:8501"
+    assert config.tfserving.metrics_path == "/monitoring/prometheus/metrics"
+    assert config.tfserving.model_config_file == ""
+    assert config.tfserving.timeout == 10.0
+    assert config.tfserving.timeout_offset == 0.5
+    assert config.models == ()
+    assert config.collectors.status == CollectorConfig(enabled=True, protocol="grpc")
+    assert config.collectors.metadata == CollectorConfig(enabled=True, protocol="grpc")
+    assert config.limits == config_module.LimitsConfig(
+        max_models=100, max_versions_per_model=20, max_signatures_per_version=50,
+        max_tensors_per_signature=100)
+    assert config.web.listen_address == ":9850"
+    assert config.web.telemetry_path == "/metrics"
+    assert (config.log.level, config.log.format) == ("info", "logfmt")
+
+
+def test_full_file_sets_every_value_normalised(in_testdata):
+    config = load_config("full.yaml")
+    assert config.tfserving.grpc_address == "tfserving.default.svc:9000"
+    assert config.tfserving.rest_address == "https://tfserving.default.svc:9001"  # trailing "/" dropped
+    assert config.tfserving.metrics_path == "/metrics/tf"
+    assert config.tfserving.model_config_file == os.path.join(TESTDATA, "models.config")
+    assert config.tfserving.timeout == 90.0
+    assert config.tfserving.timeout_offset == 0.25
+    assert config.models == ("half_plus_two", "image_classifier")
+    assert config.collectors.status == CollectorConfig(enabled=False, protocol="rest")
+    assert config.collectors.metadata == CollectorConfig(enabled=False, protocol="rest")
+    assert config.limits == config_module.LimitsConfig(10, 5, 7, 30)
+    assert config.web == config_module.WebConfig("127.0.0.1:19850", "/exporter/metrics")
+    assert config.log == config_module.LogConfig("debug", "json")
+    assert config.warnings == ()
+
+
+def test_full_file_sets_every_setting_to_something_other_than_its_default(in_testdata):
+    assert _flatten(load_config("full.yaml").to_dict()).keys() == {s.path for s in SCHEMA}
+    for path, value in _flatten(load_config("full.yaml").to_dict()).items():
+        assert value != _flatten(load_config(None).to_dict())[path], path
+
+
+def test_config_is_immutable():
+    config = load_config(None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.tfserving.timeout = 1.0  # type: ignore[misc]
+
+
+def test_model_config_file_is_relative_to_the_config_files_directory(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # somewhere without a models.config
+    config = load_config(os.path.join(TESTDATA, "full.yaml"))
+    assert config.tfserving.model_config_file == os.path.join(TESTDATA, "models.config")
+
+
+def test_model_config_file_from_a_flag_is_relative_to_the_working_directory(in_testdata):
+    config = load_config(None, {"tfserving.model_config_file": "models.config"})
+    assert config.tfserving.model_config_file == os.path.join(TESTDATA, "models.config")
+
+
+def test_unreadable_model_config_file_is_reported(in_testdata):
+    assert problems_of(None, {"tfserving.model_config_file": "."}) == [
+        f'--tfserving.model-config-file: cannot read "{TESTDATA}": Is a directory']
+
+
+# --- overrides -------------------------------------------------------------------------------
+
+def test_overrides_beat_the_file(in_testdata):
+    config = load_config("full.yaml", {
+        "tfserving.grpc_address": "127.0.0.1:1",
+        "models": ["a", "b"],
+        "web.listen_address": ":9000",
+        "collectors.metadata.enabled": "true",
+    })
+    assert config.tfserving.grpc_address == "127.0.0.1:1"
+    assert config.models == ("a", "b")  # replaced, not merged
+    assert config.web.listen_address == ":9000"
+    assert config.collectors.metadata.enabled is True
+    assert config.tfserving.timeout == 90.0  # untouched settings keep the file's value
+
+
+def test_overrides_given_as_flag_text_are_parsed():
+    config = load_config(None, {
+        "limits.max_models": "7",
+        "collectors.status.enabled": "false",
+        "tfserving.timeout": "3s",
+    })
+    assert config.limits.max_models == 7
+    assert config.collectors.status.enabled is False
+    assert config.tfserving.timeout == 3.0
+
+
+def test_none_overrides_mean_not_given(in_testdata):
+    assert load_config("full.yaml", {"tfserving.grpc_address": None}) == load_config("full.yaml")
+
+
+def test_override_problems_name_the_flag():
+    assert problems_of(None, {
+        "tfserving.grpc_address": "localhost",
+        "models": ["a", "a/b"],
+        "limits.max_models": "many",
+        "collectors.status.enabled": "yes",
+        "tfserving.timeout": "5x",
+    }) == [
+        'override limits.max_models: expected an integer, got "many"',
+        '--collector.status: expected true or false, got "yes"',
+        '--tfserving.grpc-address: invalid gRPC address "localhost": missing port (expected host:port)',
+        f'--tfserving.timeout: invalid duration "5x": unknown unit "x"; {UNITS}',
+        '--model: model name must not contain "/" or ":", got "a/b"',
+    ]
+
+
+def test_unknown_override_is_reported():
+    assert problems_of(None, {"tfserving.grpc": "x"}) == ['override "tfserving.grpc": no such setting']
+
+
+def test_file_and_override_problems_are_reported_together(in_testdata):
+    assert problems_of("bad_duration.yaml", {"web.listen_address": "nope"}) == [
+        INVALID_FILES["bad_duration.yaml"][0],
+        '--web.listen-address: invalid listen address "nope": missing port (expected host:port)',
+    ]
+
+
+def test_an_override_can_fix_a_bad_file_value(in_testdata):
+    config = load_config("bad_protocol.yaml", {"collectors.status.protocol": "grpc"})
+    assert config.collectors.status.protocol == "grpc"
+
+
+def test_flag_table_maps_both_ways():
+    assert FLAG_FOR_FIELD["tfserving.grpc_address"] == "--tfserving.grpc-address"
+    assert FLAG_FOR_FIELD["models"] == "--model"
+    assert FLAG_FOR_FIELD["web.listen_address"] == "--web.listen-address"
+    assert all(FIELD_FOR_FLAG[flag] == path for path, flag in FLAG_FOR_FIELD.items())
+
+
+# --- rules across settings -------------------------------------------------------------------
+
+def test_cross_setting_problem_without_a_file_names_the_setting():
+    assert problems_of(None, {"tfserving.grpc_address": ""}) == [
+        "collectors.status.protocol: collector uses grpc but tfserving.grpc_address is empty; "
+        "set the address, switch the protocol, or disable the collector",
+        "collectors.metadata.protocol: collector uses grpc but tfserving.grpc_address is empty; "
+        "set the address, switch the protocol, or disable the collector",
+    ]
+
+
+def test_cross_setting_problems_are_reported_with_other_problems():
+    assert problems_of(None, {"tfserving.grpc_address": "", "tfserving.rest_address": "",
+                              "log.level": "trace"}) == [
+        '--log.level: must be one of debug, info, warn, error, got "trace"',
+        "tfserving: grpc_address and rest_address are both empty, set at least one",
+    ]
+
+
+def test_cross_setting_rules_wait_for_a_readable_file(in_testdata):
+    # Defaults (grpc on) would clash with the override, but the file might have fixed that.
+    assert problems_of("yaml_syntax.yaml", {"tfserving.grpc_address": ""}) == (
+        INVALID_FILES["yaml_syntax.yaml"])
+
+
+def test_disabled_collector_needs_no_address():
+    config = load_config(None, {"tfserving.grpc_address": "", "collectors.status.protocol": "rest",
+                                "collectors.metadata.enabled": False})
+    assert config.collectors.metadata.enabled is False
+
+
+def test_invalid_address_is_not_also_reported_as_missing():
+    assert problems_of(None, {"tfserving.grpc_address": "nope", "tfserving.rest_address": ""}) == [
+        '--tfserving.grpc-address: invalid gRPC address "nope": missing port (expected host:port)']
+
+
+def test_no_models_is_a_warning_not_an_error():
+    assert load_config(None).warnings == (
+        "no models configured (models and tfserving.model_config_file are both empty): "
+        "only tfserving_up and the exporter's own metrics will be exported",)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"models": ["a"]},
+    {"tfserving.model_config_file": os.path.join(TESTDATA, "models.config")},
+    {"models": ["a"], "tfserving.model_config_file": os.path.join(TESTDATA, "models.config")},
+])
+def test_models_from_either_source_leave_no_warning(overrides):
+    assert load_config(None, overrides).warnings == ()
+
+
+# --- round trip and rendering ----------------------------------------------------------------
+
+@pytest.mark.parametrize("source", [os.path.join(TESTDATA, "full.yaml"), None])
+def test_to_dict_round_trips_through_load_config(tmp_path, source):
+    config = load_config(source, {"tfserving.timeout_offset": 0.0004})  # not a whole millisecond
+    dumped = tmp_path / "dumped.yaml"
+    dumped.write_text(yaml.safe_dump(config.to_dict()))
+    assert load_config(str(dumped)) == config
+
+
+def test_to_dict_writes_durations_as_prometheus_durations(in_testdata):
+    tfserving = load_config("full.yaml").to_dict()["tfserving"]
+    assert (tfserving["timeout"], tfserving["timeout_offset"]) == ("1m30s", "250ms")
+
+
+def test_to_yaml_redacts_secret_settings(monkeypatch):
+    secret_schema = tuple(
+        dataclasses.replace(s, secret=True) if s.path == "tfserving.rest_address" else s
+        for s in SCHEMA)
+    monkeypatch.setattr(config_module, "SCHEMA", secret_schema)
+    config = load_config(None)
+    assert yaml.safe_load(config.to_yaml())["tfserving"]["rest_address"] == "<secret>"
+    assert config.to_dict()["tfserving"]["rest_address"] == "http://localhost:8501"
+    shown = yaml.safe_load(config.to_yaml(redact_secrets=False))
+    assert shown["tfserving"]["rest_address"] == "http://localhost:8501"
+
+
+def test_to_yaml_keeps_non_secret_values():
+    assert yaml.safe_load(load_config(None).to_yaml()) == load_config(None).to_dict()
+
+
+# --- the schema itself -----------------------------------------------------------------------
+
+def _dataclass_leaves(cls, prefix=""):
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if cls is Config and field.name == "warnings":
+            continue
+        if dataclasses.is_dataclass(hints[field.name]):
+            yield from _dataclass_leaves(hints[field.name], f"{prefix}{field.name}.")
+        else:
+            yield prefix + field.name
+
+
+def _flatten(mapping, prefix=""):
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def test_schema_rows_and_dataclass_fields_match():
+    assert [s.path for s in SCHEMA] == list(_dataclass_leaves(Config))
+
+
+def test_reference_has_one_row_per_setting():
+    lines = config_reference_markdown().splitlines()
+    assert lines[0] == "| key | type | default | flag | description |"
+    rows = lines[2:]
+    assert [row.split(" | ")[0] for row in rows] == [f"| `{s.path}`" for s in SCHEMA]
+    assert "| `tfserving.timeout` | duration | `10s` | `--tfserving.timeout` |" in config_reference_markdown()
+    assert "| `collectors.status.protocol` | `grpc` \\| `rest` | `grpc` |" in config_reference_markdown()
+    assert all(row.count(" | ") == 4 for row in rows)  # no unescaped "|" in a description
+
+
+# --- the shipped example ---------------------------------------------------------------------
+
+def test_example_config_loads_without_warnings():
+    assert load_config(EXAMPLE).warnings == ()
+
+
+def test_example_config_sets_every_setting_with_a_comment_above_it():
+    with open(EXAMPLE, encoding="utf-8") as handle:
+        text = handle.read()
+    assert _flatten(yaml.safe_load(text)).keys() == {s.path for s in SCHEMA}
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("#", "-")):
+            assert lines[index - 1].strip().startswith("#"), f"no comment above line {index + 1}: {line}"
