@@ -251,10 +251,12 @@ class ServerCore:
             raise ServingError("UNKNOWN", not_available_message(failures, noun))
 
     def _settled(self, name: str, generation: int):
-        """None while the model's highest version (aspired since ``generation``) is neither
+        """None while the model's highest relevant version is neither
         AVAILABLE nor END; False when it is AVAILABLE; (name, version, error) when it failed."""
+        # Versions that started after the wait began, plus ones still aspired from before
+        # (a model removed and re-added before it unloaded keeps its AVAILABLE version).
         entries = [e for e in self._versions.get(name, {}).values()
-                   if e.generation > generation]
+                   if e.generation > generation or e.aspired]
         if not entries:
             return None
         highest = max(entries, key=lambda e: e.version)

@@ -304,3 +304,15 @@ def test_parse_model_config_text_errors(text, message):
     err = raises(parse_model_config_text, text)
     assert err.code == "INVALID_ARGUMENT"
     assert message in err.message
+
+
+def test_model_removed_and_added_back_at_once_is_available_again(tmp_path, make_core):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    demo_models.write_half_plus_two(a, 1)
+    demo_models.write_half_plus_two(b, 1)
+    core = make_core([ModelConfig("a", a), ModelConfig("b", b)])
+    core.wait_for_initial_models(timeout=10)
+    core.reload_config([ModelConfig("b", b)], timeout=10)
+    core.reload_config([ModelConfig("a", a), ModelConfig("b", b)], timeout=10)
+    wait_until(lambda: states(core, "a") == [(1, "AVAILABLE")], timeout=5)
+    assert core.get_servable("a").version == 1

@@ -1,0 +1,148 @@
+"""Flags, monitoring config, startup order and the CLI as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from exporter.simulator.app import Simulator, SimulatorOptions, SimulatorStartError
+from exporter.simulator.demo_models import write_broken_version, write_half_plus_two
+from exporter.simulator.flags import FlagError, parse_flags, validate
+from exporter.simulator.monitoring_config import parse_monitoring_config
+from tests.helpers import free_port, wait_until
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TIMEOUT = 5
+
+
+def test_flag_defaults_match_tensorflow_model_server():
+    flags = parse_flags([])
+    assert (flags.port, flags.rest_api_port, flags.rest_api_timeout_in_ms) == (8500, 0, 30000)
+    assert (flags.model_name, flags.file_system_poll_wait_seconds) == ("default", 1)
+    assert (flags.max_num_load_retries, flags.load_retry_interval_micros) == (5, 60_000_000)
+    assert flags.bind_address == "0.0.0.0"
+
+
+def test_flag_forms():
+    flags = parse_flags(["--port=9000", "--rest_api_port", "9001", "-model_name=m",
+                         "--rest_api_enable_cors_support", "--noenable_grpc_healthcheck_service",
+                         "--allow_version_labels_for_unavailable_models=false",
+                         "--enable_batching=true", "--rest_api_num_threads", "8"])
+    assert (flags.port, flags.rest_api_port, flags.model_name) == (9000, 9001, "m")
+    assert flags.rest_api_enable_cors_support is True
+    assert flags.enable_grpc_healthcheck_service is False
+    assert flags.ignored == ["enable_batching", "rest_api_num_threads"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--no_such_flag=1"], "unknown flag --no_such_flag"),
+    (["--port=abc"], "invalid value for --port (int): 'abc'"),
+    (["--port"], "flag --port needs a value"),
+    (["--rest_api_enable_cors_support=maybe"],
+     "invalid value for --rest_api_enable_cors_support (bool): 'maybe'"),
+    (["stray"], "unexpected positional argument: 'stray'"),
+])
+def test_flag_errors(argv, message):
+    with pytest.raises(FlagError) as info:
+        parse_flags(argv)
+    assert str(info.value) == message
+
+
+def test_a_model_is_required():
+    with pytest.raises(FlagError, match="--model_base_path or --model_config_file"):
+        validate(parse_flags(["--port=1"]))
+
+
+def test_monitoring_config_parser():
+    config = parse_monitoring_config('# comment\nprometheus_config {\n  enable: true,\n'
+                                     '  path: "/m"\n}\n')
+    assert (config.prometheus_enable, config.effective_path) == (True, "/m")
+    assert parse_monitoring_config("prometheus_config: < enable: true >").effective_path == \
+        "/monitoring/prometheus/metrics"
+    with pytest.raises(ValueError, match="unknown field 'enabled'"):
+        parse_monitoring_config("prometheus_config { enabled: true }")
+    with pytest.raises(ValueError, match="missing '}'"):
+        parse_monitoring_config("prometheus_config { enable: true")
+
+
+def test_failed_initial_load_is_a_start_error_and_opens_no_port(tmp_path):
+    base = tmp_path / "broken"
+    write_broken_version(str(base), 1)
+    port = free_port()
+    sim = Simulator(SimulatorOptions(model_name="broken", model_base_path=str(base),
+                                     bind_address="127.0.0.1", grpc_port=port,
+                                     max_num_load_retries=0))
+    with pytest.raises(SimulatorStartError) as info:
+        sim.start(timeout=10)
+    message = str(info.value)
+    assert message.startswith("UNKNOWN: 1 servable(s) did not become available: {")
+    assert "{name: broken version: 1} due to error: NOT_FOUND: Specified file path does not " \
+           "appear to contain a SavedModel bundle" in message
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/", timeout=TIMEOUT)
+
+
+def test_rest_is_off_unless_a_port_is_given(tmp_path):
+    write_half_plus_two(str(tmp_path / "m"), 1)
+    with Simulator(SimulatorOptions(model_name="m", model_base_path=str(tmp_path / "m"),
+                                    bind_address="127.0.0.1", grpc_port=0)) as sim:
+        assert sim.rest_port is None and sim.grpc_port > 0
+
+
+def _spawn(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "exporter.simulator", *argv], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_cli_serves_and_stops_on_sigterm(tmp_path):
+    base = tmp_path / "half_plus_two"
+    write_half_plus_two(str(base), 123)
+    grpc_port, rest_port = free_port(), free_port()
+    process = _spawn(f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+                     "--model_name=half_plus_two", f"--model_base_path={base}",
+                     "--bind_address=127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{rest_port}/v1/models/half_plus_two:predict"
+        response = wait_until(lambda: requests.post(url, data=b'{"instances": [2.0]}',
+                                                    timeout=TIMEOUT),
+                              timeout=20, message="the CLI simulator to serve REST")
+        assert response.content == b'{\n    "predictions": [3.0\n    ]\n}'
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 0
+        assert f"Running gRPC ModelServer at 127.0.0.1:{grpc_port} ..." in stderr
+        assert f"Exporting HTTP/REST API at:localhost:{rest_port} ..." in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+
+
+def test_cli_failed_initial_load_exits_255(tmp_path):
+    base = tmp_path / "broken"
+    write_broken_version(str(base), 1)
+    process = _spawn(f"--port={free_port()}", "--model_name=broken",
+                     f"--model_base_path={base}", "--max_num_load_retries=0",
+                     "--bind_address=127.0.0.1")
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 255
+    assert "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available" \
+        in stderr
+
+
+def test_cli_unknown_flag_exits_1():
+    process = _spawn("--bogus=1")
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1 and "unknown flag --bogus" in stderr
+
+
+def test_cli_version():
+    process = _spawn("--version")
+    stdout, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert stdout.startswith("TensorFlow ModelServer: ") and "TensorFlow Library: " in stdout

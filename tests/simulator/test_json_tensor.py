@@ -1,0 +1,173 @@
+"""JSON <-> tensors: TF Serving's parsing rules, error texts and rapidjson output layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from exporter.simulator import json_tensor, rapidjson
+from exporter.simulator.errors import ServingError
+from exporter.simulator.models import TensorInfo
+
+X_ONLY = {"x": TensorInfo("x:0", "DT_FLOAT", (-1, 1))}
+TWO_INPUTS = {"a": TensorInfo("a:0", "DT_FLOAT", (-1,)), "b": TensorInfo("b:0", "DT_STRING", (-1,))}
+
+
+def parse(body: bytes, infos=X_ONLY):
+    return json_tensor.parse_predict_request(body, lambda signature_name: infos)
+
+
+def error_of(call) -> ServingError:
+    with pytest.raises(ServingError) as info:
+        call()
+    return info.value
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"", "JSON Parse error: The document is empty"),
+    (b"  ", "JSON Parse error: The document is empty. at offset: 2"),
+    (b"{", "JSON Parse error: Missing a name for object member. at offset: 1"),
+    (b'{"a" 1}', "JSON Parse error: Missing a colon after a name of object member. at offset: 5"),
+    (b'{"a": 1 "b"}', "JSON Parse error: Missing a comma or '}' after an object member. at offset: 8"),
+    (b"[1 2]", "JSON Parse error: Missing a comma or ']' after an array element. at offset: 3"),
+    (b'{"instances": [1, x]}', "JSON Parse error: Invalid value. at offset: 18"),
+    (b"nul", "JSON Parse error: Invalid value. at offset: 3"),
+    (b"{} {}", "JSON Parse error: The document root must not be followed by other values. at offset: 3"),
+    (b"1.", "JSON Parse error: Miss fraction part in number. at offset: 2"),
+    (b"1e", "JSON Parse error: Miss exponent in number. at offset: 2"),
+    (b'"abc', "JSON Parse error: Missing a closing quotation mark in string. at offset: 4"),
+    (b'"\\q"', "JSON Parse error: Invalid escape character in string. at offset: 1"),
+    (b"[1]", "JSON Value: [\n    1\n] Is not object"),
+])
+def test_body_errors_use_rapidjson_wording(body, message):
+    error = error_of(lambda: json_tensor.parse_body(body))
+    assert (error.code, error.message) == ("INVALID_ARGUMENT", message)
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"instances": ["a"]}', "Failed to process element: 0 of 'instances' list. Error: "
+     "INVALID_ARGUMENT: JSON Value: \"a\" Type: String is not of expected type: float"),
+    (b'{"instances": [{"y": 1.0}]}', "Failed to process element: 0 key: y of 'instances' "
+     "list. Error: INVALID_ARGUMENT: JSON object: does not have named input: y"),
+    (b'{"inputs": {"y": 1.0}}', "Missing named input: x in 'inputs' object."),
+    (b"{}", "Missing 'inputs' or 'instances' key"),
+    (b'{"instances": [1.0], "inputs": [1.0]}', "JSON Value: {\n    \"instances\": [\n        "
+     "1.0\n    ],\n    \"inputs\": [\n        1.0\n    ]\n} Not formatted correctly expecting "
+     "only one of 'inputs' or 'instances' keys to exist "),
+    (b'{"instances": []}', "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"),
+    (b'{"signature_name": 7, "instances": [1]}', "JSON Value: {\n    \"signature_name\": 7,\n"
+     "    \"instances\": [\n        1\n    ]\n} not formatted correctly. 'signature_name' key "
+     "must be a string value."),
+    (b'{"instances": [[1.0], [1.0, 2.0]]}', "Failed to process element: 1 of 'instances' "
+     "list. Error: INVALID_ARGUMENT: Expecting tensor size: 1 but got: 2"),
+    (b'{"instances": [[1.0, 2.0], [[1.0], [2.0]]]}', "Failed to process element: 1 of "
+     "'instances' list. Error: INVALID_ARGUMENT: Expecting shape [2] but got: [2,1]"),
+    (b'{"inputs": [[1.0, 2.0], [3.0]]}',
+     "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
+    (b'{"instances": [16777217]}', "Failed to process element: 0 of 'instances' list. Error: "
+     "INVALID_ARGUMENT: Cannot convert JSON value: 16777217 to float without loss of precision."),
+])
+def test_predict_request_errors(body, message):
+    error = error_of(lambda: parse(body))
+    assert (error.code, error.message) == ("INVALID_ARGUMENT", message)
+
+
+def test_plain_instances_need_a_single_input_signature():
+    error = error_of(lambda: parse(b'{"instances": [1.0]}', TWO_INPUTS))
+    assert error.message == ("instances is a plain list, but expecting list of objects as "
+                             "multiple input tensors required as per tensorinfo_map")
+
+
+def test_row_format_batches_elements_and_columnar_does_not():
+    row = parse(b'{"instances": [[1.0], [2.0], [5.0]]}')
+    assert row.format == json_tensor.ROW and row.inputs["x"].shape == (3, 1)
+    assert row.inputs["x"].dtype == np.float32
+    columnar = parse(b'{"inputs": {"x": [[2.0], [3.0]], "ignored": true}}')
+    assert columnar.format == json_tensor.COLUMNAR and columnar.inputs["x"].shape == (2, 1)
+
+
+def test_multi_input_objects_b64_and_special_floats():
+    request = parse(b'{"instances": [{"a": NaN, "b": {"b64": "aGk="}}, '
+                    b'{"a": -Infinity, "b": "yo"}]}', TWO_INPUTS)
+    assert np.isnan(request.inputs["a"][0]) and request.inputs["a"][1] == -np.inf
+    assert list(request.inputs["b"]) == [b"hi", b"yo"]
+
+
+def test_signature_lookup_happens_after_json_checks():
+    def lookup(signature_name):
+        raise ServingError("NOT_FOUND", "Servable not found for request: Latest(m)")
+
+    assert error_of(lambda: json_tensor.parse_predict_request(b"{", lookup)).code == \
+        "INVALID_ARGUMENT"
+    assert error_of(lambda: json_tensor.parse_predict_request(
+        b'{"instances": [1]}', lookup)).code == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("outputs, request_format, expected", [
+    ({"y": np.array([2.5, 3.0, 4.5], np.float32)}, json_tensor.ROW,
+     b'{\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}'),
+    ({"y": np.array([[2.5], [3.0]], np.float32)}, json_tensor.ROW,
+     b'{\n    "predictions": [[2.5], [3.0]\n    ]\n}'),
+    ({"y": np.array([2.5, 3.0, 4.5], np.float32)}, json_tensor.COLUMNAR,
+     b'{\n    "outputs": [\n        2.5,\n        3.0,\n        4.5\n    ]\n}'),
+    ({"y": np.array([1.0], np.float32), "k": np.array([7], np.int64)}, json_tensor.ROW,
+     b'{\n    "predictions": [\n        {\n            "k": 7,\n            "y": 1.0\n'
+     b'        }\n    ]\n}'),
+    ({"x_bytes": np.array([b"hi"], object)}, json_tensor.COLUMNAR,
+     b'{\n    "outputs": [\n        {\n            "b64": "aGk="\n        }\n    ]\n}'),
+])
+def test_predict_response_bytes(outputs, request_format, expected):
+    assert json_tensor.predict_response(outputs, request_format) == expected
+
+
+def test_inconsistent_batch_sizes_are_rejected_in_row_format():
+    error = error_of(lambda: json_tensor.predict_response(
+        {"a": np.zeros(2, np.float32), "b": np.zeros(3, np.float32)}, json_tensor.ROW))
+    assert error.message == "Tensor name: b has inconsistent batch size: 3 expecting: 2"
+
+
+@pytest.mark.parametrize("value, text", [
+    (3.0, "3.0"), (2.5, "2.5"), (0.1, "0.1"), (1e7, "1e+07"), (3e-05, "3e-05"),
+    (1.0000001, "1.00000012"), (-2.0, "-2.0"), (float("nan"), "NaN"),
+    (float("inf"), "Infinity"), (float("-inf"), "-Infinity"), (123456.0, "123456.0"),
+])
+def test_float32_formatting(value, text):
+    assert rapidjson.float_text(value, single_precision=True) == text
+
+
+def test_double_formatting_uses_17_digits_when_needed():
+    assert rapidjson.float_text(0.1 + 0.2, single_precision=False) == "0.30000000000000004"
+
+
+def test_classify_and_regress_results_layout():
+    assert json_tensor.classify_response([[("", 3.0)]]) == \
+        b'{\n    "results": [[["", 3.0]]\n    ]\n}'
+    assert json_tensor.regress_response([3.0, 42.0]) == b'{\n    "results": [3.0, 42.0]\n}'
+
+
+def test_example_features_are_typed_by_json_token():
+    request = json_tensor.parse_examples_request(
+        b'{"signature_name": "s", "context": {"c": "ctx"}, "examples": '
+        b'[{"f": 2.0, "i": 2, "b": true, "s": ["a", {"b64": "Yg=="}]}]}')
+    assert request.signature_name == "s"
+    assert request.context == {"c": ("bytes", [b"ctx"])}
+    assert request.examples == [{"f": ("float", [2.0]), "i": ("int64", [2]),
+                                 "b": ("int64", [1]), "s": ("bytes", [b"a", b"b"])}]
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{}", "JSON Value: {} When method is classify, key 'examples' is expected and was not found"),
+    (b'{"examples": 1}', "JSON Value: {\n    \"examples\": 1\n} Expecting 'examples' value to "
+     "be an list/array"),
+    (b'{"examples": []}', "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array"),
+    (b'{"examples": [{"x": [1.0, 2]}]}', "Unexpected element type in feature: x expecting type: float"),
+    (b'{"examples": [{"x": null}]}', "Feature: x has element with unexpected JSON type: Null"),
+    (b'{"examples": [3]}', "Example must be JSON object but got JSON Number"),
+])
+def test_examples_request_errors(body, message):
+    assert error_of(lambda: json_tensor.parse_examples_request(body)).message == message
+
+
+def test_error_body_is_pretty_printed_without_trailing_newline():
+    assert rapidjson.error_body('Servable not found for request: Latest(foo)') == \
+        b'{\n    "error": "Servable not found for request: Latest(foo)"\n}'

@@ -1,0 +1,36 @@
+"""The README documents what the code does: the config table and every exported metric."""
+
+import os
+import re
+
+from exporter.config import config_reference_markdown
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def readme() -> str:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def test_readme_opens_with_the_two_setup_commands():
+    first_block = re.search(r"```sh\n(.*?)```", readme(), re.S).group(1).strip().splitlines()
+    assert first_block == ["pip install . && tfserving-exporter demo",
+                           "pip install -e '.[test]' && python -m pytest"]
+
+
+def test_ci_runs_the_readme_test_command():
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as handle:
+        assert "pip install -q -e '.[test]' && python -m pytest" in handle.read()
+
+
+def test_readme_config_reference_is_current():
+    assert config_reference_markdown().rstrip("\n") in readme()
+
+
+def test_every_exported_metric_is_documented(exporter):
+    text = exporter.metrics()
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    documented = readme()
+    missing = sorted(n for n in names if n.startswith("tfserving_") and f"`{n}`" not in documented)
+    assert not missing, missing
