@@ -58,6 +58,10 @@ class Collection:
 
     def collect(self, deadline: Deadline, budget: float) -> list[Metric]:
         scrape = Scrape(deadline, self.clients, self._executor, self._models())
+        # Pinged alongside the collectors, so a collector stuck until the deadline cannot
+        # make a protocol that still answers look down.
+        pings = [self._executor.submit(self._ping, scrape, protocol)
+                 for protocol in sorted(self.clients)]
         success = GaugeMetricFamily(
             "tfserving_exporter_collector_success",
             "1 if the collector succeeded in this scrape.", labels=["collector"])
@@ -79,19 +83,22 @@ class Collection:
             success.add_metric([collector.name], 0 if error else 1)
             duration.add_metric([collector.name], time.monotonic() - started)
 
+        concurrent.futures.wait(pings, timeout=max(deadline.remaining(), 0))
         families.extend([success, duration, self._up(scrape), _timeout_family(budget)])
         return families
+
+    def _ping(self, scrape: Scrape, protocol: str) -> None:
+        try:
+            scrape.call(protocol, self.clients[protocol].ping,
+                        *self._ping_paths.get(protocol, ()))
+        except TFServingError:
+            pass  # recorded in scrape.reached
 
     def _up(self, scrape: Scrape) -> Metric:
         up = GaugeMetricFamily("tfserving_up",
                                "1 if this scrape reached TF Serving over the protocol.",
                                labels=["protocol"])
-        for protocol, client in sorted(self.clients.items()):
-            if protocol not in scrape.reached:
-                try:
-                    scrape.call(protocol, client.ping, *self._ping_paths.get(protocol, ()))
-                except TFServingError:
-                    pass  # recorded in scrape.reached
+        for protocol in sorted(self.clients):
             up.add_metric([protocol], 1 if scrape.reached.get(protocol) else 0)
         return up
 

@@ -162,8 +162,9 @@ class RestClient:
 
     def ping(self, path: str, deadline: Deadline) -> None:
         """Prove the REST port answers. Any HTTP status will do; ``path`` should be outside
-        ``/v1`` (e.g. the monitoring page) so the ping does not count as a TF Serving request."""
-        self.request("ping", "GET", path, deadline, max_bytes=MAX_REPLY_BYTES)
+        ``/v1`` (the monitoring page) so the ping does not count as a TF Serving request, and
+        HEAD spares transferring the page."""
+        self.request("ping", "HEAD", path, deadline)
 
 
 def _tensor_specs(tensors: dict) -> tuple[TensorSpec, ...]:
