@@ -24,6 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from exporter.demo import write_demo_files  # noqa: E402
 
 
+SERVING_123 = 'tfserving_model_serving_version{model="half_plus_two"} 123.0'
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,7 +88,7 @@ def main() -> int:
                 started = time.perf_counter()
                 reply = session.get(url, headers=headers, timeout=10)
                 latencies.append(time.perf_counter() - started)
-                if reply.status_code != 200 or 'version="123",state="AVAILABLE"} 1.0' not in reply.text:
+                if reply.status_code != 200 or SERVING_123 not in reply.text:
                     raise SystemExit("unexpected /metrics reply")
             proc_cpu = _proc_cpu_seconds(exporter.pid) - proc_cpu_start
             rss_end = rss_mib(exporter.pid)
