@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     """``tfserving-exporter simulate`` / ``python -m exporter.simulator``: runs until SIGINT
     or SIGTERM, then stops cleanly (0). Flag errors exit 1, startup failures 255."""
     argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv):
+        print(flags_module.usage())
+        return 0
     try:
         parsed = flags_module.parse_flags(argv)
         flags_module.validate(parsed)

@@ -56,6 +56,39 @@ IGNORED = {
     "mixed_precision": "str", "skip_initialize_tpu": "bool", "thread_pool_factory_config_file": "str",
 }
 
+HELP = {
+    "port": "gRPC port (0 = no gRPC port, which TF Serving refuses)",
+    "rest_api_port": "REST port; 0 disables REST (the Docker image passes 8501)",
+    "rest_api_timeout_in_ms": "REST inference timeout, answered with HTTP 504",
+    "rest_api_enable_cors_support": "add CORS headers to REST replies",
+    "model_name": "model name in single-model mode",
+    "model_base_path": "model base path in single-model mode (holds numeric version dirs)",
+    "model_config_file": "text-format ModelServerConfig (overrides the two above)",
+    "model_config_file_poll_wait_seconds": "re-read --model_config_file this often; 0 = once",
+    "file_system_poll_wait_seconds": "how often base paths are scanned for new versions",
+    "max_num_load_retries": "load retries after a failed first attempt",
+    "load_retry_interval_micros": "wait between load retries",
+    "monitoring_config_file": "text-format MonitoringConfig enabling the Prometheus page",
+    "enable_grpc_healthcheck_service": "grpc.health.v1 (needs grpcio-health-checking)",
+    "allow_version_labels_for_unavailable_models": "allow new labels on unloaded versions",
+    "enable_serialization_as_tensor_content": "Predict outputs as tensor_content",
+    "version": "print versions and exit",
+    "bind_address": "simulator only: interface to listen on",
+    "fault_config_file": "simulator only: JSON fault rules, re-read when changed",
+}
+
+
+def usage() -> str:
+    """``--help`` text: every supported flag with its default."""
+    lines = ["usage: tfserving-exporter simulate [--flag=value ...]",
+             "A TF Serving stand-in taking tensorflow_model_server's flags.", ""]
+    for name, (kind, default) in SUPPORTED.items():
+        lines.append(f"  --{name}={default!s:<10} ({kind}) {HELP[name]}")
+    lines.append("")
+    lines.append("Accepted and ignored: " + ", ".join(f"--{n}" for n in sorted(IGNORED)))
+    return "\n".join(lines)
+
+
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n"}
 

@@ -146,3 +146,13 @@ def test_cli_version():
     stdout, _ = process.communicate(timeout=30)
     assert process.returncode == 0
     assert stdout.startswith("TensorFlow ModelServer: ") and "TensorFlow Library: " in stdout
+
+
+def test_help_lists_every_supported_flag_with_its_default(capsys):
+    from exporter.simulator import flags
+    from exporter.simulator.app import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, (_kind, default) in flags.SUPPORTED.items():
+        assert f"--{name}={default}" in out
