@@ -16,15 +16,29 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import text_format
 
-from exporter.simulator import inference, tensor_proto
+from exporter.simulator import inference
 from exporter.simulator.errors import ServingError, grpc_code, truncate_grpc_message
 from exporter.simulator.model_config import model_configs_from_proto
-from exporter.tfserving import protos
+from exporter.tfserving import protos, tensor_proto
 
 log = logging.getLogger(__name__)
 
 _INT32_MAX = 2**31 - 1  # TF Serving sets gRPC's message limits to INT32_MAX both ways
 _SIGNATURE_DEF_FIELD = "signature_def"
+
+
+def _decode_tensor(proto, alias: str):
+    try:
+        return tensor_proto.to_numpy(proto, alias)
+    except tensor_proto.TensorDecodeError as err:
+        raise ServingError("INVALID_ARGUMENT", str(err)) from None
+
+
+def _encode_tensor(array, as_content: bool):
+    try:
+        return tensor_proto.from_numpy(array, as_content)
+    except ValueError as err:
+        raise ServingError("INTERNAL", str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -171,14 +185,14 @@ class PredictionServicer(protos.prediction_service_pb2_grpc.PredictionServiceSer
                 raise ServingError("FAILED_PRECONDITION",
                                    f"Serving signature key \"{name}\" not found.")
             _check_predict_inputs(signature, request)
-            inputs = {alias: tensor_proto.to_numpy(proto, alias)
+            inputs = {alias: _decode_tensor(proto, alias)
                       for alias, proto in request.inputs.items()}
             outputs = self._run("predict", servable, context, lambda: servable.predict(
                 name, inputs, tuple(request.output_filter)))
             response = protos.predict_pb2.PredictResponse()
             as_content = self._backend.options.serialize_as_tensor_content
             for alias, array in outputs.items():
-                response.outputs[alias].CopyFrom(tensor_proto.from_numpy(array, as_content))
+                response.outputs[alias].CopyFrom(_encode_tensor(array, as_content))
             _response_model_spec(response.model_spec, servable, name)
             return response
 

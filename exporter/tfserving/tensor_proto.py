@@ -1,10 +1,12 @@
-"""``TensorProto`` <-> numpy, the way TensorFlow's ``Tensor::FromProto`` / ``AsProtoField`` do."""
+"""``TensorProto`` <-> numpy, the way TensorFlow's ``Tensor::FromProto`` / ``AsProtoField`` do.
+
+Shared by the exporter's gRPC canaries (client side) and the simulator (server side).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from exporter.simulator.errors import ServingError
 from exporter.tfserving import protos
 
 # TF dtype name -> (numpy dtype, typed value field)
@@ -26,13 +28,17 @@ _FIELDS = {
 _MAX_ELEMENTS = 1 << 31
 
 
+class TensorDecodeError(ValueError):
+    """The TensorProto cannot be turned into an array (TF's "tensor parsing error")."""
+
+
 def dtype_name(number: int) -> str:
     return protos.types_pb2.DataType.Name(number)
 
 
 def to_numpy(proto, alias: str) -> np.ndarray:
-    """Decode a request tensor; anything TF could not decode is ``tensor parsing error``."""
-    error = ServingError("INVALID_ARGUMENT", f"tensor parsing error: {alias}")
+    """Decode a tensor; anything TF could not decode raises TensorDecodeError naming ``alias``."""
+    error = TensorDecodeError(f"tensor parsing error: {alias}")
     try:
         name = dtype_name(proto.dtype)
     except ValueError:
@@ -77,11 +83,11 @@ def _dtype_of(array: np.ndarray) -> str:
     for name, (numpy_type, _) in _FIELDS.items():
         if numpy_type is not object and array.dtype == numpy_type:
             return name
-    raise ServingError("INTERNAL", f"cannot serialize an output of dtype {array.dtype}")
+    raise ValueError(f"cannot serialize a tensor of dtype {array.dtype}")
 
 
 def from_numpy(array: np.ndarray, as_tensor_content: bool = False):
-    """An output tensor: typed ``*_val`` fields by default, ``tensor_content`` on request
+    """A TensorProto: typed ``*_val`` fields by default, ``tensor_content`` on request
     (``--enable_serialization_as_tensor_content``; strings always use ``string_val``)."""
     array = np.asarray(array)
     name = _dtype_of(array)
