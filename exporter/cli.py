@@ -36,6 +36,12 @@ RUN_FLAGS = (
      "Protocol of the status collector: grpc or rest."),
     ("--collector.metadata.protocol", "collectors.metadata.protocol",
      "Protocol of the metadata collector: grpc or rest."),
+    ("--canary.golden-dir", "canary.golden_dir",
+     "Directory whose *.json files are golden files for canaries."),
+    ("--canary.protocol", "canary.protocol", "Protocol canary requests use: grpc or rest."),
+    ("--canary.interval", "canary.interval", "Time between two canary runs of a model, e.g. 60s."),
+    ("--canary.timeout", "canary.timeout", "Deadline of one canary run of one version."),
+    ("--canary.batch-size", "canary.batch_size", "Golden examples sent per request."),
     ("--log.level", "log.level", "Log level: debug, info, warn, error."),
     ("--log.format", "log.format", "Log format: logfmt or json."),
 )
@@ -54,6 +60,9 @@ def _add_run_flags(parser: argparse.ArgumentParser, with_config_file: bool = Tru
         parser.add_argument(flag, dest=_dest(flag), metavar="VALUE", help=help_text)
     parser.add_argument("--model", dest="models", action="append", metavar="NAME",
                         help="Model to watch (repeatable). Replaces the config file's models list.")
+    parser.add_argument("--canary.golden-file", dest="golden_files", action="append",
+                        metavar="PATH", help="Golden file for canaries (repeatable). Replaces "
+                                             "the config file's canary.golden_files.")
     for name in COLLECTORS:
         group = parser.add_mutually_exclusive_group()
         group.add_argument(f"--collector.{name}", dest=f"collector_{name}", action="store_const",
@@ -75,6 +84,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
             overrides[f"collectors.{name}.enabled"] = enabled
     if args.models:
         overrides["models"] = list(args.models)
+    if args.golden_files:
+        overrides["canary.golden_files"] = list(args.golden_files)
     return overrides
 
 
@@ -149,12 +160,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from exporter.canary.catalog import load_golden_sets
+
     config = _load(args)
     if config is None:
         return 2
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print("configuration is valid")
+    canary = config.canary
+    golden, problems = load_golden_sets(canary.golden_files, canary.golden_dir,
+                                        canary.max_examples)
+    if problems:
+        print("tfserving-exporter: invalid golden files:\n" + "\n".join(problems),
+              file=sys.stderr)
+        return 2
+    summary = f", {len(golden)} golden sets ({', '.join(sorted(golden))})" if golden else ""
+    print(f"configuration is valid{summary}")
     return 0
 
 

@@ -67,6 +67,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class CanaryConfig:
+    enabled: bool
+    golden_files: tuple[str, ...]  # absolute paths
+    golden_dir: str  # absolute path, or "" when unset
+    protocol: str
+    interval: float
+    intervals: Mapping[str, float]  # per-model overrides of interval
+    jitter: float
+    timeout: float
+    batch_size: int
+    max_concurrent: int
+    max_examples: int
+
+
+@dataclass(frozen=True)
 class WebConfig:
     listen_address: str
     telemetry_path: str
@@ -84,6 +99,7 @@ class Config:
     models: tuple[str, ...]
     collectors: CollectorsConfig
     limits: LimitsConfig
+    canary: CanaryConfig
     web: WebConfig
     log: LogConfig
     # Not configuration but advice from the loader (e.g. "no models configured"); two configs
@@ -218,8 +234,48 @@ class _StringList(_Kind):
         return list(value)
 
 
-STRING, BOOLEAN, INTEGER = _String(), _Boolean(), _Integer()
-DURATION, STRING_LIST = _Duration(), _StringList()
+class _Number(_Kind):
+    doc_name, expected = "number", "a number"
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, (int, float)) and not isinstance(raw, bool)
+
+    def convert(self, raw: int | float) -> float:
+        return float(raw)
+
+    def from_flag(self, text: str) -> object:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f'expected a number, got "{text}"') from None
+
+
+class _DurationMap(_Kind):
+    doc_name, expected = "mapping of name to duration", "a mapping of names to durations"
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, dict)
+
+    def convert(self, raw: dict) -> Mapping[str, float]:
+        converted: dict[str, float] = {}
+        problems = []
+        for key, value in raw.items():
+            try:
+                if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                    raise ValueError(f'expected a duration such as "30s", got {_type_name(value)}')
+                converted[str(key)] = _positive_duration(parse_duration(value))
+            except ValueError as err:
+                problems.append((f".{key}", str(err)))
+        if problems:
+            raise _Problems(problems)
+        return MappingProxyType(converted)
+
+    def dump(self, value: Mapping[str, float]) -> object:
+        return {key: DURATION.dump(seconds) for key, seconds in value.items()}
+
+
+STRING, BOOLEAN, INTEGER, NUMBER = _String(), _Boolean(), _Integer(), _Number()
+DURATION, STRING_LIST, DURATION_MAP = _Duration(), _StringList(), _DurationMap()
 
 
 def _type_name(value: object) -> str:
@@ -286,6 +342,32 @@ def _model_names(names: tuple[str, ...]) -> tuple[str, ...]:
     if problems:
         raise _Problems(problems)
     return names
+
+
+def _ratio_below_one(value: float) -> float:
+    if not 0 <= value < 1:
+        raise ValueError(f"must be at least 0 and below 1, got {value:g}")
+    return value
+
+
+def _readable_files(paths: tuple[str, ...]) -> tuple[str, ...]:
+    problems = []
+    for index, path in enumerate(paths):
+        try:
+            _readable_file(path)
+        except ValueError as err:
+            problems.append((f"[{index}]", str(err)))
+    if problems:
+        raise _Problems(problems)
+    return paths
+
+
+def _readable_dir(path: str) -> str:
+    if path and not os.path.isdir(path):
+        raise ValueError(f'"{path}" is not a directory')
+    if path and not os.access(path, os.R_OK | os.X_OK):
+        raise ValueError(f'cannot read directory "{path}"')
+    return path
 
 
 def _readable_file(path: str) -> str:
@@ -361,6 +443,41 @@ SCHEMA: tuple[Setting, ...] = (
             doc="Signatures exported per version at most.", check=_positive_int),
     Setting("limits.max_tensors_per_signature", INTEGER, 100,
             doc="Input and output tensors exported per signature at most.", check=_positive_int),
+    Setting("canary.enabled", BOOLEAN, True,
+            doc="Run golden-set canaries for the models that have a golden file."),
+    Setting("canary.golden_files", STRING_LIST, [],
+            doc="Golden files (JSON, see README); each names its model. A relative path is "
+                "taken from the config file's directory.",
+            check=_readable_files, flag="--canary.golden-file", relative_to_config=True),
+    Setting("canary.golden_dir", STRING, "",
+            doc="Directory whose `*.json` files are all golden files (e.g. a mounted "
+                "ConfigMap).",
+            check=_readable_dir, flag="--canary.golden-dir", relative_to_config=True),
+    Setting("canary.protocol", _Choice(PROTOCOLS), "grpc",
+            doc="Protocol canary requests use. gRPC also checks the version that answered.",
+            flag="--canary.protocol"),
+    Setting("canary.interval", DURATION, "60s",
+            doc="Time between two canary runs of a model.",
+            check=_positive_duration, flag="--canary.interval"),
+    Setting("canary.intervals", DURATION_MAP, {},
+            doc="Per-model intervals overriding `canary.interval`, e.g. `{half_plus_two: 15s}`."),
+    Setting("canary.jitter", NUMBER, 0.1,
+            doc="Each interval is stretched or shrunk by up to this fraction at random, so "
+                "canaries of many sidecars do not arrive together.",
+            check=_ratio_below_one),
+    Setting("canary.timeout", DURATION, "10s",
+            doc="Deadline of one canary run of one model version; past it the run counts as "
+                "`timeout`.",
+            check=_positive_duration, flag="--canary.timeout"),
+    Setting("canary.batch_size", INTEGER, 64,
+            doc="Golden examples sent per request.", check=_positive_int,
+            flag="--canary.batch-size"),
+    Setting("canary.max_concurrent", INTEGER, 2,
+            doc="Models whose canaries may run at the same time (one run per model at most).",
+            check=_positive_int),
+    Setting("canary.max_examples", INTEGER, 100000,
+            doc="Golden files with more examples are rejected (bounds the memory they hold).",
+            check=_positive_int),
     Setting("web.listen_address", STRING, ":9850",
             doc="Address to serve on, `[host]:port`; `:9850` is all interfaces.",
             check=parse_listen_address, flag="--web.listen-address"),
@@ -466,9 +583,8 @@ def _check_setting(setting: Setting, raw: object, origin: _Origin, values: dict[
     try:
         value = setting.kind.coerce(raw)
         if setting.relative_to_config and value:
-            if origin.file and not origin.flag:
-                value = os.path.join(os.path.dirname(origin.file), value)
-            value = os.path.abspath(value)
+            value = (tuple(_resolve_path(item, origin) for item in value)
+                     if isinstance(value, tuple) else _resolve_path(value, origin))
         if setting.check is not None:
             value = setting.check(value)
     except _Problems as err:
@@ -477,6 +593,12 @@ def _check_setting(setting: Setting, raw: object, origin: _Origin, values: dict[
         problems.append(f"{origin.where(setting.path)}: {err}")
     else:
         values[setting.path] = value
+
+
+def _resolve_path(value: str, origin: _Origin) -> str:
+    if origin.file and not origin.flag:
+        value = os.path.join(os.path.dirname(origin.file), value)
+    return os.path.abspath(value)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -596,10 +718,24 @@ def _collector_protocols_reachable(values: Mapping[str, Any], origins: Mapping[s
     return problems
 
 
+def _canary_protocol_reachable(values: Mapping[str, Any], origins: Mapping[str, _Origin],
+                               file: _Origin) -> list[str]:
+    protocol = values.get("canary.protocol")
+    has_golden = values.get("canary.golden_files") or values.get("canary.golden_dir")
+    if not (values.get("canary.enabled") and has_golden and protocol):
+        return []
+    address = f"tfserving.{protocol}_address"
+    if values.get(address, "invalid") != "":
+        return []
+    return [f"{origins['canary.protocol'].where('canary.protocol')}: canaries use {protocol} "
+            f"but {address} is empty; set the address or switch canary.protocol"]
+
+
 _CrossRule = Callable[[Mapping[str, Any], Mapping[str, _Origin], _Origin], list[str]]
 _CROSS_RULES: tuple[_CrossRule, ...] = (
     _need_an_address,
     _collector_protocols_reachable,
+    _canary_protocol_reachable,
 )
 
 
@@ -668,4 +804,6 @@ def _default_text(default: object) -> str:
         return f"`{str(default).lower()}`"
     if isinstance(default, list):
         return f"`[{', '.join(default)}]`"
+    if isinstance(default, dict):
+        return "`{}`"
     return f"`{default}`"

@@ -58,6 +58,11 @@ class Scrape:
             self._status_memo[model] = statuses
         return statuses
 
+    def cached_model_status(self, model: str) -> list[VersionStatus] | None:
+        """What this scrape already learnt about the model, without asking again."""
+        with self._lock:
+            return self._status_memo.get(model)
+
     def map(self, function: Callable[[T], R], items: Iterable[T]) -> list[tuple[T, R | BaseException]]:
         """Apply ``function`` to items concurrently; each result is a value or the exception it
         raised. Waits no longer than the scrape deadline (calls carry that deadline too)."""

@@ -26,6 +26,19 @@ UNITS = "units are ms, s, m, h, d, w, y"
 # One file per validation rule, each with the exact problems it must produce. Paths are given
 # relative to TESTDATA (the tests run from there), so the file name is the message's prefix.
 INVALID_FILES = {
+    # canary section
+    "canary_bad_jitter.yaml": ["canary_bad_jitter.yaml: canary.jitter: must be at least 0 and below 1, got 1.5"],
+    "canary_bad_intervals.yaml": [
+        f'canary_bad_intervals.yaml: canary.intervals.half_plus_two: invalid duration "10x": unknown unit "x"; {UNITS}',
+        'canary_bad_intervals.yaml: canary.intervals.image_classifier: expected a duration such as "30s", got list'],
+    "canary_missing_golden_file.yaml": [
+        f'canary_missing_golden_file.yaml: canary.golden_files[0]: cannot read "{os.path.join(TESTDATA, "missing.json")}": '
+        "No such file or directory"],
+    "canary_golden_dir_not_a_dir.yaml": [
+        f'canary_golden_dir_not_a_dir.yaml: canary.golden_dir: "{os.path.join(TESTDATA, "models.config")}" is not a directory'],
+    "canary_protocol_without_address.yaml": [
+        "canary_protocol_without_address.yaml: canary.protocol: canaries use grpc but tfserving.grpc_address is empty; "
+        "set the address or switch canary.protocol"],
     # structure
     "unknown_key.yaml": ['unknown_key.yaml: tfserving.grpc_adress: unknown key (did you mean "grpc_address"?)'],
     "unknown_section.yaml": ['unknown_section.yaml: colectors: unknown key (did you mean "collectors"?)'],
@@ -370,9 +383,11 @@ def _dataclass_leaves(cls, prefix=""):
 
 
 def _flatten(mapping, prefix=""):
+    """Settings by dotted path; a mapping-valued setting (canary.intervals) stays whole."""
+    settings = {s.path for s in SCHEMA}
     flat = {}
     for key, value in mapping.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and prefix + key not in settings:
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[prefix + key] = value

@@ -7,7 +7,7 @@ from typing import Callable
 
 import grpc
 
-from exporter.tfserving import protos
+from exporter.tfserving import protos, tensor_proto
 from exporter.tfserving.deadline import Deadline
 from exporter.tfserving.types import Signature, TensorSpec, TFServingError, VersionStatus
 
@@ -119,6 +119,26 @@ class GrpcClient:
                                  f"reply for model {model!r} holds no SignatureDefMap",
                                  reached=True)
         return signatures_from_proto(signature_map)
+
+    def predict(self, model: str, version: int | None, signature_name: str,
+                inputs: dict, output_filter: list[str], deadline: Deadline,
+                api: str = "predict") -> tuple[dict, int]:
+        """Predict; returns the output arrays and the version TF Serving says answered."""
+        request = protos.predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        request.model_spec.signature_name = signature_name
+        if version is not None:
+            request.model_spec.version.value = version
+        for alias, array in inputs.items():
+            request.inputs[alias].CopyFrom(tensor_proto.from_numpy(array))
+        request.output_filter.extend(output_filter)
+        reply = self._call(api, self._prediction_service.Predict, request, deadline)
+        try:
+            outputs = {alias: tensor_proto.to_numpy(proto, alias)
+                       for alias, proto in reply.outputs.items()}
+        except tensor_proto.TensorDecodeError as err:
+            raise TFServingError(PROTOCOL, api, "BAD_REPLY", str(err), reached=True) from None
+        return outputs, reply.model_spec.version.value
 
     def ping(self, deadline: Deadline) -> None:
         """Prove the server answers, without touching TF Serving's request metrics.

@@ -160,6 +160,20 @@ class RestClient:
             raise _bad_reply(api, f"metadata reply is malformed: {type(err).__name__}: {err}") \
                 from None
 
+    def predict(self, model: str, version: int | None, body: bytes, deadline: Deadline,
+                api: str = "predict") -> bytes:
+        """POST a predict body; returns the reply body of a 200, raises TFServingError else."""
+        path = f"/v1/models/{quote(model, safe='')}"
+        if version is not None:
+            path += f"/versions/{int(version)}"
+        reply = self.request(api, "POST", path + ":predict", deadline, body=body)
+        if reply.status != 200:
+            code = _HTTP_TO_CODE.get(reply.status, f"HTTP_{reply.status}")
+            raise TFServingError(PROTOCOL, api, code,
+                                 f"HTTP {reply.status}: {_error_message(reply.body)}",
+                                 reached=True)
+        return reply.body
+
     def ping(self, path: str, deadline: Deadline) -> None:
         """Prove the REST port answers. Any HTTP status will do; ``path`` should be outside
         ``/v1`` (the monitoring page) so the ping does not count as a TF Serving request, and
