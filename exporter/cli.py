@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -13,7 +14,7 @@ from exporter import __version__
 
 log = logging.getLogger("exporter")
 
-SUBCOMMANDS = ("run", "demo", "simulate", "check-config")
+SUBCOMMANDS = ("run", "demo", "simulate", "check-config", "golden")
 
 # (flag, config field, help). Flags override the config file; unset flags leave it alone.
 RUN_FLAGS = (
@@ -108,10 +109,103 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("simulate", add_help=False,
                    help="Run the TF Serving simulator; takes tensorflow_model_server's flags.")
 
+    golden = sub.add_parser("golden", help="Golden sets for canaries.")
+    golden_actions = golden.add_subparsers(dest="golden_command", metavar="ACTION",
+                                           required=True)
+    _add_record_parser(golden_actions)
+
     check = sub.add_parser("check-config", help="Validate a configuration and exit non-zero "
                                                 "listing every problem.")
     _add_run_flags(check)
     return parser
+
+
+def _add_record_parser(actions) -> None:
+    record = actions.add_parser(
+        "record", help="Send request bodies to a live model and write its answers as a golden "
+                       "file.",
+        description="Calls MODEL (at --version, default: the version serving unpinned "
+                    "requests, then pinned) with the request bodies in --requests (TF Serving "
+                    "REST predict JSON: one object, a JSON array of objects, or JSON Lines) "
+                    "and writes the golden file --output with the answers as expectations.")
+    record.add_argument("--model", required=True, help="Model name.")
+    record.add_argument("--requests", required=True, metavar="FILE",
+                        help="TF Serving REST predict request bodies.")
+    record.add_argument("--output", "-o", required=True, metavar="FILE",
+                        help="Golden file to write (JSON).")
+    record.add_argument("--version", type=int, help="Model version to record from.")
+    record.add_argument("--protocol", choices=("grpc", "rest"), default="grpc")
+    record.add_argument("--tfserving.grpc-address", dest="grpc_address",
+                        default="localhost:8500", metavar="ADDRESS")
+    record.add_argument("--tfserving.rest-address", dest="rest_address",
+                        default="http://localhost:8501", metavar="URL")
+    record.add_argument("--timeout", default="60s", help="Deadline for the whole recording.")
+    record.add_argument("--batch-size", type=int, default=64, help="Examples per request.")
+    record.add_argument("--atol", type=float, default=1e-6,
+                        help="Absolute tolerance written for every output.")
+    record.add_argument("--rtol", type=float, default=1e-6,
+                        help="Relative tolerance written for every output.")
+    record.add_argument("--top1", action="append", default=[], metavar="OUTPUT",
+                        help="Class-score output whose top-1 agreement is required "
+                             "(repeatable).")
+    record.add_argument("--top1-report", action="append", default=[], metavar="OUTPUT",
+                        help="Class-score output whose top-1 agreement is only reported.")
+    labels = record.add_mutually_exclusive_group()
+    labels.add_argument("--labels", metavar="FILE",
+                        help="JSON list of class ids, one per example, for accuracy.")
+    labels.add_argument("--labels-from-output", metavar="OUTPUT",
+                        help="Take the labels from this recording's answers on OUTPUT.")
+    record.add_argument("--label-output", metavar="OUTPUT",
+                        help="Output whose predicted class is compared with --labels.")
+    record.add_argument("--min-accuracy", type=float, help="Fail canaries below this accuracy.")
+    record.add_argument("--npz", action="store_true",
+                        help="Store the arrays in an .npz beside the JSON (large sets).")
+    record.add_argument("--force", action="store_true", help="Overwrite an existing file.")
+
+
+def cmd_golden(args: argparse.Namespace) -> int:
+    from exporter.addresses import parse_grpc_address, parse_rest_address
+    from exporter.canary.golden import GoldenError, write_golden
+    from exporter.canary.record import read_requests, record_golden
+    from exporter.durations import parse_duration
+    from exporter.tfserving.grpc_client import GrpcClient
+    from exporter.tfserving.rest_client import RestClient
+
+    try:
+        timeout = parse_duration(args.timeout)
+        if args.protocol == "grpc":
+            client = GrpcClient(parse_grpc_address(args.grpc_address))
+        else:
+            client = RestClient(parse_rest_address(args.rest_address))
+    except ValueError as err:
+        print(f"tfserving-exporter golden record: {err}", file=sys.stderr)
+        return 2
+    try:
+        labels = None
+        if args.labels:
+            with open(args.labels, encoding="utf-8") as handle:
+                labels = json.load(handle)
+        top1 = {alias: False for alias in args.top1_report}
+        top1.update({alias: True for alias in args.top1})
+        document = record_golden(
+            client, args.protocol, args.model, read_requests(args.requests),
+            version=args.version, timeout=timeout, batch_size=args.batch_size,
+            atol=args.atol, rtol=args.rtol, top1_outputs=top1, labels=labels,
+            label_output=args.label_output, labels_from_output=args.labels_from_output,
+            min_accuracy=args.min_accuracy)
+        written = write_golden(args.output, document, force=args.force, npz=args.npz)
+    except (GoldenError, FileExistsError) as err:
+        print(f"tfserving-exporter golden record: {err}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as err:
+        print(f"tfserving-exporter golden record: {err}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    provenance = document["provenance"]
+    print(f"recorded model {args.model} version {provenance['version']} over {args.protocol}: "
+          f"wrote {', '.join(written)}")
+    return 0
 
 
 def _load(args: argparse.Namespace):
@@ -194,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo}
+    handlers = {"run": cmd_run, "check-config": cmd_check_config, "demo": cmd_demo,
+                "golden": cmd_golden}
     return handlers[args.command](args)
 
 

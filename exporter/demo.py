@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+# Golden sets recorded from the demo models (half_plus_two 123, image_classifier 1) with
+# `tfserving-exporter golden record`; shipped so canaries run from the first minute.
+DEMO_GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data", "golden")
+DEMO_CANARY_INTERVAL = "15s"
+
 MONITORING_CONFIG = 'prometheus_config {\n  enable: true,\n  path: "/monitoring/prometheus/metrics"\n}\n'
 
 
@@ -88,6 +93,8 @@ def run_demo(listen_address: str, log_level: str = "info") -> int:
                 "tfserving.grpc_address": f"127.0.0.1:{simulator.grpc_port}",
                 "tfserving.rest_address": f"http://127.0.0.1:{simulator.rest_port}",
                 "tfserving.model_config_file": files.model_config_file,
+                "canary.golden_dir": DEMO_GOLDEN_DIR,
+                "canary.interval": DEMO_CANARY_INTERVAL,
                 "web.listen_address": listen_address,
                 "log.level": log_level,
             })
@@ -106,6 +113,7 @@ def run_demo(listen_address: str, log_level: str = "info") -> int:
               f"REST http://127.0.0.1:{simulator.rest_port}\n"
               f"Models: {', '.join(files.model_names)} (files in {root})\n"
               f"Exporter metrics: {url}\n"
+              f"Canaries: golden sets in {DEMO_GOLDEN_DIR}, every {DEMO_CANARY_INTERVAL}\n"
               "Press Ctrl-C to stop.", flush=True)
         wait_for(stop)
         return 0

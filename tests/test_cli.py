@@ -69,13 +69,15 @@ def test_demo_serves_both_models_and_stops_cleanly_on_ctrl_c():
             if match:
                 url = match.group(1)
 
-        def both_available():
+        def both_available_and_canaries_pass():
             text = requests.get(url, timeout=10).text
             return all(sample_value(text, "tfserving_model_version_state", model=m, version=v,
                                     state="AVAILABLE") == 1
+                       and sample_value(text, "tfserving_canary_success", model=m, version=v) == 1
                        for m, v in (("half_plus_two", "123"), ("image_classifier", "1")))
 
-        wait_until(both_available, timeout=30, message="both demo models AVAILABLE")
+        wait_until(both_available_and_canaries_pass, timeout=30,
+                   message="both demo models AVAILABLE and their canaries passing")
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=15) == 0
     finally:

@@ -28,8 +28,15 @@ def test_readme_config_reference_is_current():
     assert config_reference_markdown().rstrip("\n") in readme()
 
 
-def test_every_exported_metric_is_documented(exporter):
-    text = exporter.metrics()
+def test_every_exported_metric_is_documented(simulator, start_exporter_for):
+    from exporter.demo import DEMO_GOLDEN_DIR
+    from tests.helpers import sample_value
+
+    exporter = start_exporter_for(simulator, canary__golden_dir=DEMO_GOLDEN_DIR,
+                                  canary__interval="100ms")
+    text = exporter.metrics_until(lambda t: sample_value(
+        t, "tfserving_canary_accuracy_ratio", model="image_classifier", version="1") == 1,
+        message="canary results for every canary metric")
     names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
     documented = readme()
     missing = sorted(n for n in names if n.startswith("tfserving_") and f"`{n}`" not in documented)

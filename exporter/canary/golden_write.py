@@ -145,6 +145,8 @@ def _atomic_write(path: str, write) -> None:
     os.close(descriptor)
     try:
         write(temporary)
+        # mkstemp makes the file private; golden files are shared data (ConfigMaps, images).
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -156,6 +156,8 @@ class CanaryRunner:
             attributed, outcome = probe.run(
                 pinned, expected, self._timeout,
                 lambda version=expected: self._signatures_of(model, version))
+            if self._stop.is_set():
+                return  # shutting down: the channel may be closing under this run
             if attributed in versions:
                 self.store.record(model, attributed, outcome)
             self._log_outcome(model, attributed, outcome)

@@ -345,9 +345,12 @@ class GrpcServer:
             ModelServicer(backend), self._server)
         self.health_enabled = enable_health and _add_health_service(self._server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.port = self._server.add_insecure_port(address)
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError:  # newer grpcio raises instead of returning 0
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind the gRPC port {address}")
+            raise OSError(f"cannot bind the gRPC port {address} (is it already in use?)")
 
     def start(self) -> None:
         self._server.start()

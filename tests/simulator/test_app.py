@@ -156,3 +156,20 @@ def test_help_lists_every_supported_flag_with_its_default(capsys):
     out = capsys.readouterr().out
     for name, (_kind, default) in flags.SUPPORTED.items():
         assert f"--{name}={default}" in out
+
+
+def test_a_taken_grpc_port_is_a_clear_start_error(tmp_path):
+    import socket
+
+    from exporter.simulator.app import Simulator, SimulatorOptions, SimulatorStartError
+    from exporter.simulator.demo_models import write_half_plus_two
+
+    write_half_plus_two(str(tmp_path / "hpt"), 1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        simulator = Simulator(SimulatorOptions(
+            model_name="half_plus_two", model_base_path=str(tmp_path / "hpt"),
+            bind_address="127.0.0.1", grpc_port=taken.getsockname()[1], rest_api_port=None))
+        with pytest.raises(SimulatorStartError, match="cannot bind the gRPC port"):
+            simulator.start(timeout=10)
