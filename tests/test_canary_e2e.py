@@ -226,3 +226,35 @@ def test_read_requests_accepts_object_array_and_json_lines(tmp_path):
         requests = read_requests(str(path))
         assert all(r == one for r in requests)
         assert len(requests) == (1 if name == "object.json" else 2)
+
+
+def test_at_most_one_canary_per_model_is_in_flight(two_version_simulator, start_exporter_for,
+                                                   tmp_path):
+    sim = two_version_simulator
+    golden = _record(sim, tmp_path, "half_plus_two", HALF_PLUS_TWO_REQUEST)
+    sim.simulator.faults.add(FaultRule(operations=frozenset({"predict"}), latency_seconds=0.3))
+    started = time.monotonic()
+    exporter = _canary_exporter(start_exporter_for, sim, [golden], canary__interval="1ms",
+                                canary__batch_size=100)
+    labels = dict(model="half_plus_two", version="1")
+    text = exporter.metrics_until(lambda t: (_canary(t, "runs_total", **labels) or 0) >= 3,
+                                  message="three slow canary runs")
+    elapsed = time.monotonic() - started
+    # Runs of 0.3 s back to back: overlapping runs (1 ms interval) would finish far more.
+    assert _canary(text, "runs_total", **labels) <= elapsed / 0.3 + 1
+    assert _canary(text, "success", **labels) == 1
+
+
+def test_intervals_are_jittered_within_bounds():
+    import random
+
+    from exporter.canary.runner import CanaryRunner
+
+    runner = CanaryRunner({}, client=None, protocol="grpc", interval=10.0,
+                          intervals={"fast": 1.0}, jitter=0.2, rng=random.Random(4))
+    now = time.monotonic()
+    slow = [runner._next_due("slow") - now for _ in range(200)]
+    fast = [runner._next_due("fast") - now for _ in range(200)]
+    assert 8.0 <= min(slow) and max(slow) <= 12.0 + 0.5
+    assert 0.8 <= min(fast) and max(fast) <= 1.2 + 0.5
+    assert max(slow) - min(slow) > 2.0  # actually spread, not constant
