@@ -37,6 +37,8 @@ RUN_FLAGS = (
      "Protocol of the status collector: grpc or rest."),
     ("--collector.metadata.protocol", "collectors.metadata.protocol",
      "Protocol of the metadata collector: grpc or rest."),
+    ("--collector.native.passthrough", "collectors.native.passthrough",
+     "Also export every other TF Serving metric as tensorflow_* (true or false)."),
     ("--canary.golden-dir", "canary.golden_dir",
      "Directory whose *.json files are golden files for canaries."),
     ("--canary.protocol", "canary.protocol", "Protocol canary requests use: grpc or rest."),
@@ -46,7 +48,7 @@ RUN_FLAGS = (
     ("--log.level", "log.level", "Log level: debug, info, warn, error."),
     ("--log.format", "log.format", "Log format: logfmt or json."),
 )
-COLLECTORS = ("status", "metadata")
+COLLECTORS = ("status", "metadata", "native")
 
 
 def _dest(flag: str) -> str:

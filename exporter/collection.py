@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from typing import Callable, Iterable
+from typing import Callable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -111,12 +111,3 @@ def _timeout_family(budget: float) -> Metric:
     family.add_metric([], budget)
     return family
 
-
-def exported(families: Iterable[Metric]):
-    """Wrap ready-made families as a collector for a prometheus_client registry."""
-
-    class _Snapshot:
-        def collect(self):
-            return iter(families)
-
-    return _Snapshot()

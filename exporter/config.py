@@ -53,9 +53,17 @@ class CollectorConfig:
 
 
 @dataclass(frozen=True)
+class NativeCollectorConfig:
+    enabled: bool
+    passthrough: bool
+    max_passthrough_series: int
+
+
+@dataclass(frozen=True)
 class CollectorsConfig:
     status: CollectorConfig
     metadata: CollectorConfig
+    native: NativeCollectorConfig
 
 
 @dataclass(frozen=True)
@@ -435,6 +443,17 @@ SCHEMA: tuple[Setting, ...] = (
             doc="Export signatures and tensors (GetModelMetadata).", flag="--collector.metadata"),
     Setting("collectors.metadata.protocol", _Choice(PROTOCOLS), "grpc",
             doc="Protocol the metadata collector uses.", flag="--collector.metadata.protocol"),
+    Setting("collectors.native.enabled", BOOLEAN, True,
+            doc="Bridge TF Serving's own Prometheus page (request counts and latency, model "
+                "loads, batching) into `tfserving_*` metrics. Needs the REST address and TF "
+                "Serving's monitoring config.", flag="--collector.native"),
+    Setting("collectors.native.passthrough", BOOLEAN, False,
+            doc="Also export every other metric of TF Serving's page as `tensorflow_*` "
+                "(units as TF reports them).", flag="--collector.native.passthrough"),
+    Setting("collectors.native.max_passthrough_series", INTEGER, 1000,
+            doc="Series exported by the pass-through at most; the rest are counted in "
+                '`tfserving_exporter_dropped_total{kind="native_series"}`.',
+            check=_positive_int),
     Setting("limits.max_models", INTEGER, 100,
             doc="Models exported at most; the rest are counted as dropped.", check=_positive_int),
     Setting("limits.max_versions_per_model", INTEGER, 20,
@@ -746,7 +765,15 @@ def _advise_models(values: Mapping[str, Any]) -> list[str]:
             "only tfserving_up and the exporter's own metrics will be exported"]
 
 
-_ADVICE: tuple[Callable[[Mapping[str, Any]], list[str]], ...] = (_advise_models,)
+def _advise_native_without_rest(values: Mapping[str, Any]) -> list[str]:
+    if values.get("collectors.native.enabled") and values.get("tfserving.rest_address") == "":
+        return ["collectors.native is enabled but tfserving.rest_address is empty: TF Serving's "
+                "Prometheus page is only served over REST, so the native collector is off"]
+    return []
+
+
+_ADVICE: tuple[Callable[[Mapping[str, Any]], list[str]], ...] = (
+    _advise_models, _advise_native_without_rest)
 
 
 # --------------------------------------------------------------------------------------------

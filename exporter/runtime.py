@@ -13,6 +13,7 @@ from exporter.collection import Collection
 from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.base import Limiter
 from exporter.collectors.metadata import MetadataCollector
+from exporter.collectors.native import NativeCollector
 from exporter.collectors.status import StatusCollector
 from exporter.selfmetrics import SelfMetrics
 from exporter.server import ExporterState, create_app, serve
@@ -53,7 +54,7 @@ def build_canaries(config, clients: dict) -> tuple[CanaryRunner | None, CanaryCo
 def build_collection(config, selfmetrics: SelfMetrics, clients: dict,
                      extra_collectors=(), extra_models=()) -> Collection:
     tf = config.tfserving
-
+    source = ModelSource(list(config.models) + list(extra_models), tf.model_config_file)
     limits = config.limits
     dropped = selfmetrics.dropped
     versions = Limiter(dropped, "version", limits.max_versions_per_model)
@@ -69,9 +70,12 @@ def build_collection(config, selfmetrics: SelfMetrics, clients: dict,
             metadata.protocol, status_protocol, versions,
             Limiter(dropped, "signature", limits.max_signatures_per_version),
             Limiter(dropped, "tensor", limits.max_tensors_per_signature)))
-
+    native = config.collectors.native
+    if native.enabled and "rest" in clients:
+        collectors.append(NativeCollector(tf.metrics_path, source.base_paths,
+                                          native.passthrough, native.max_passthrough_series,
+                                          dropped))
     collectors.extend(extra_collectors)
-    source = ModelSource(list(config.models) + list(extra_models), tf.model_config_file)
     model_limit = Limiter(dropped, "model", limits.max_models)
 
     def models() -> list[str]:
@@ -94,7 +98,7 @@ def _summary(config) -> dict:
         "Collectors": ", ".join(
             f"{name}={c.protocol}" for name, c in
             (("status", config.collectors.status), ("metadata", config.collectors.metadata))
-            if c.enabled) or "(none)",
+            if c.enabled) + (", native=rest" if config.collectors.native.enabled else ""),
     }
 
 

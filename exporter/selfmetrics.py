@@ -42,7 +42,8 @@ class SelfMetrics:
         self.dropped = Counter(
             "tfserving_exporter_dropped_total",
             "Items TF Serving reported that were left out of /metrics because a "
-            "configured limit was reached, by kind (model, version, signature, tensor).",
+            "configured limit was reached, by kind (model, version, signature, tensor, "
+            "native_series).",
             ["kind"],
             registry=self.registry,
         )
@@ -52,7 +53,7 @@ class SelfMetrics:
             ["reason"],
             registry=self.registry,
         )
-        for kind in ("model", "version", "signature", "tensor"):
+        for kind in ("model", "version", "signature", "tensor", "native_series"):
             self.dropped.labels(kind)
 
     def observe_call(self, protocol: str, api: str, seconds: float) -> None:

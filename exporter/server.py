@@ -16,10 +16,9 @@ from socketserver import ThreadingMixIn
 from typing import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client.exposition import choose_encoder
-
 from exporter import __version__
-from exporter.collection import Collection, exported
+from exporter.collection import Collection
+from exporter.exposition import encode
 from exporter.selfmetrics import SelfMetrics
 from exporter.tfserving.deadline import Deadline, scrape_budget
 
@@ -38,15 +37,6 @@ class ExporterState:
     timeout_offset: float
     summary: dict = field(default_factory=dict)  # shown on the landing page, no secrets
     ready: threading.Event = field(default_factory=threading.Event)
-
-
-class _Sources:
-    def __init__(self, *sources) -> None:
-        self._sources = sources
-
-    def collect(self):
-        for source in self._sources:
-            yield from source.collect()
 
 
 def _response(start_response, status: str, body: bytes, content_type: str = "text/plain; charset=utf-8",
@@ -96,8 +86,8 @@ def create_app(state: ExporterState) -> Callable:
             families = []
         finally:
             scrape_slots.release()
-        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        body = encoder(_Sources(exported(families), state.selfmetrics.registry))
+        body, content_type = encode(families, [state.selfmetrics.registry],
+                                    environ.get("HTTP_ACCEPT", ""))
         extra = []
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
             body = gzip.compress(body, compresslevel=1)

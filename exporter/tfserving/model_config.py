@@ -49,13 +49,13 @@ class ModelSource:
         self._config_file = config_file
         self._lock = threading.Lock()
         self._file_models: list[ConfiguredModel] = []
-        self._file_stamp: tuple[float, int] | None = None
+        self._file_stamp: tuple[int, int] | None = None
         self._last_error: str | None = None
 
     def _refresh(self) -> None:
         try:
             stat = os.stat(self._config_file)
-            stamp = (stat.st_mtime, stat.st_size)
+            stamp = (stat.st_mtime_ns, stat.st_size)
             if stamp == self._file_stamp:
                 return
             with open(self._config_file, encoding="utf-8") as handle:
