@@ -11,8 +11,8 @@ from exporter.tfserving.prometheus_page import (PageError, _parse_lines, labels,
                                                  split_le)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# shared/ sits beside the checkout (here and in CI).
-SAMPLE = os.path.join(HERE, "..", "..", "shared", "reference", "tfserving-sample-exposition.txt")
+# A copy of shared/reference/tfserving-sample-exposition.txt (see SOURCES.md).
+SAMPLE = os.path.join(HERE, "testdata", "native", "reference-sample.txt")
 REAL_PAGES = sorted(glob.glob(os.path.join(HERE, "testdata", "native", "*.txt")))
 
 

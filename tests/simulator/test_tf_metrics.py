@@ -8,7 +8,8 @@ import pytest
 from exporter.simulator import tf_metrics
 from exporter.simulator.tf_metrics import Registry, ServingMetrics, format_g
 
-SAMPLE = Path("/work/shared/reference/tfserving-sample-exposition.txt")
+# A copy of shared/reference/tfserving-sample-exposition.txt (tests/testdata/native/SOURCES.md).
+SAMPLE = Path(__file__).resolve().parent.parent / "testdata" / "native" / "reference-sample.txt"
 
 E33_TEXT = ("10, 18, 32.4, 58.32, 104.976, 188.957, 340.122, 612.22, 1102, 1983.59, 3570.47, "
             "6426.84, 11568.3, 20823, 37481.3, 67466.4, 121440, 218591, 393464, 708235, "
