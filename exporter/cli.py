@@ -245,10 +245,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning(warning)
     try:
-        running = start_exporter(config)
+        running = start_exporter(config, getattr(args, "config_file", None),
+                                 overrides_from_args(args))
     except OSError as err:
         log.error("cannot listen on %s: %s", config.web.listen_address, err)
         return 1
+    # SIGHUP reloads, as Prometheus does; the work happens off the signal handler.
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+        target=running.reload, name="reload", daemon=True).start())
     wait_for(stop)
     log.info("shutting down")
     running.stop()

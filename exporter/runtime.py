@@ -16,7 +16,7 @@ from exporter.collectors.metadata import MetadataCollector
 from exporter.collectors.native import NativeCollector
 from exporter.collectors.status import StatusCollector
 from exporter.selfmetrics import SelfMetrics
-from exporter.server import ExporterState, create_app, serve
+from exporter.server import ExporterState, Pipeline, create_app, serve
 from exporter.tfserving import protos
 from exporter.tfserving.grpc_client import GrpcClient
 from exporter.tfserving.model_config import ModelSource
@@ -35,20 +35,20 @@ def build_clients(config, selfmetrics: SelfMetrics) -> dict:
     return clients
 
 
-def build_canaries(config, clients: dict) -> tuple[CanaryRunner | None, CanaryCollector | None]:
-    """The background runner and its collector, when canaries are on and have golden files."""
+def build_canaries(config, clients: dict) -> tuple[CanaryRunner | None, CanaryCollector | None,
+                                                   list[str]]:
+    """The background runner, its collector and the golden file problems found, when canaries
+    are on and have golden files."""
     canary = config.canary
     if not canary.enabled or not (canary.golden_files or canary.golden_dir):
-        return None, None
+        return None, None, []
     golden, problems = load_golden_sets(canary.golden_files, canary.golden_dir,
                                         canary.max_examples)
-    for problem in problems:
-        log.error("golden file rejected: %s", problem)
     runner = CanaryRunner(golden, clients[canary.protocol], canary.protocol,
                           interval=canary.interval, intervals=dict(canary.intervals),
                           jitter=canary.jitter, timeout=canary.timeout,
                           batch_size=canary.batch_size, max_concurrent=canary.max_concurrent)
-    return runner, CanaryCollector(runner.store, problems)
+    return runner, CanaryCollector(runner.store, problems), problems
 
 
 def build_collection(config, selfmetrics: SelfMetrics, clients: dict,
@@ -102,49 +102,142 @@ def _summary(config) -> dict:
     }
 
 
+class InvalidConfig(Exception):
+    """A configuration that cannot be applied; ``problems`` lists why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
 @dataclass
-class RunningExporter:
-    state: ExporterState
-    server: object  # wsgiref server
-    thread: threading.Thread
-    canary: CanaryRunner | None = None
+class BuiltPipeline:
+    pipeline: Pipeline
+    canary: CanaryRunner | None
 
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
+    def start(self) -> None:
+        if self.canary is not None:
+            self.canary.start()
 
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+    def close(self) -> None:
         if self.canary is not None:
             self.canary.stop()
-        self.state.collection.close()
+        self.pipeline.collection.close()
 
 
-def start_exporter(config) -> RunningExporter:
-    """Bind the listen address and serve in a background thread."""
-    protos.load_all()  # fail at startup, not on the first scrape, if the protos are missing
-    selfmetrics = SelfMetrics()
+def build_pipeline(config, selfmetrics: SelfMetrics, strict_golden: bool) -> BuiltPipeline:
+    """Clients, collectors and canaries for ``config``. With ``strict_golden`` a golden file
+    that does not load rejects the whole configuration (a reload keeps the old one); at
+    startup it is only reported, so the rest of the exporter still runs."""
     clients = build_clients(config, selfmetrics)
-    runner, canary_collector = build_canaries(config, clients)
+    runner, canary_collector, golden_problems = build_canaries(config, clients)
+    if golden_problems:
+        if strict_golden:
+            for client in clients.values():
+                client.close()
+            raise InvalidConfig(golden_problems)
+        for problem in golden_problems:
+            log.error("golden file rejected: %s", problem)
     extra = [canary_collector] if canary_collector else []
-    golden_models = runner.models if runner else []
-    state = ExporterState(
-        collection=build_collection(config, selfmetrics, clients, extra, golden_models),
-        selfmetrics=selfmetrics,
+    pipeline = Pipeline(
+        collection=build_collection(config, selfmetrics, clients, extra,
+                                    runner.models if runner else []),
         telemetry_path=config.web.telemetry_path,
         timeout=config.tfserving.timeout,
         timeout_offset=config.tfserving.timeout_offset,
         summary=_summary(config),
     )
+    return BuiltPipeline(pipeline, runner)
+
+
+class RunningExporter:
+    """The HTTP server plus the current pipeline; ``reload()`` swaps pipelines safely."""
+
+    def __init__(self, state: ExporterState, built: BuiltPipeline, server, thread,
+                 config, config_path: str | None, overrides: dict | None) -> None:
+        self.state = state
+        self.server = server
+        self.thread = thread
+        self._built = built
+        self._config = config
+        self._config_path = config_path
+        self._overrides = dict(overrides or {})
+        self._lock = threading.Lock()
+        self._retired: list[threading.Timer] = []
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def canary(self) -> CanaryRunner | None:
+        return self._built.canary
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the configuration (file, flags) and golden files. An invalid one is
+        rejected whole: the running configuration stays, and a metric says so."""
+        from exporter.config import ConfigError, load_config
+
+        selfmetrics = self.state.selfmetrics
+        with self._lock:
+            try:
+                config = load_config(self._config_path, self._overrides)
+                built = build_pipeline(config, selfmetrics, strict_golden=True)
+            except (ConfigError, InvalidConfig) as err:
+                selfmetrics.reload_successful.set(0)
+                problems = getattr(err, "problems", [str(err)])
+                log.error("reload rejected, keeping the running configuration: %s",
+                          "; ".join(problems))
+                return False, "reload rejected, keeping the running configuration:\n" + \
+                    "\n".join(problems)
+            if config.web.listen_address != self._config.web.listen_address:
+                log.warning("web.listen_address changed to %s: takes effect on restart",
+                            config.web.listen_address)
+            old, self._built, self._config = self._built, built, config
+            self.state.pipeline = built.pipeline
+            built.start()
+            # Scrapes already running keep the old pipeline until their deadline.
+            retire = threading.Timer(old.pipeline.timeout + 1.0, old.close)
+            retire.daemon = True
+            retire.start()
+            self._retired = [t for t in self._retired if t.is_alive()] + [retire]
+            selfmetrics.reload_successful.set(1)
+            selfmetrics.reload_success_time.set_to_current_time()
+            log.info("configuration reloaded")
+            return True, "configuration reloaded"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+        with self._lock:
+            for timer in self._retired:
+                if timer.is_alive():
+                    timer.cancel()
+                    timer.function()
+            self._built.close()
+
+
+def start_exporter(config, config_path: str | None = None,
+                   overrides: dict | None = None) -> RunningExporter:
+    """Bind the listen address and serve in a background thread. ``config_path`` and
+    ``overrides`` are what ``config`` was loaded from, for reloads."""
+    protos.load_all()  # fail at startup, not on the first scrape, if the protos are missing
+    selfmetrics = SelfMetrics()
+    built = build_pipeline(config, selfmetrics, strict_golden=False)
+    state = ExporterState(pipeline=built.pipeline, selfmetrics=selfmetrics)
     host, port = split_listen_address(config.web.listen_address)
-    server = serve(create_app(state), host, port)
+    try:
+        server = serve(create_app(state), host, port)
+    except OSError:
+        built.close()
+        raise
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
-    if runner is not None:
-        runner.start()
+    built.start()
+    running = RunningExporter(state, built, server, thread, config, config_path, overrides)
+    state.reload = running.reload
     state.ready.set()
     log.info("listening", extra={"address": f"{host or '0.0.0.0'}:{server.server_address[1]}",
                                  "telemetry_path": config.web.telemetry_path})
-    return RunningExporter(state, server, thread, runner)
+    return running

@@ -53,6 +53,16 @@ class SelfMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.reload_successful = Gauge(
+            "tfserving_exporter_config_last_reload_successful",
+            "1 if the last configuration (re)load was applied, 0 if it was rejected and the "
+            "previous configuration is still in force.", registry=self.registry)
+        self.reload_success_time = Gauge(
+            "tfserving_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last configuration (re)load that was applied.",
+            registry=self.registry)
+        self.reload_successful.set(1)
+        self.reload_success_time.set_to_current_time()
         for kind in ("model", "version", "signature", "tensor", "native_series"):
             self.dropped.labels(kind)
 

@@ -29,14 +29,23 @@ MAX_CONCURRENT_SCRAPES = 4
 
 
 @dataclass
-class ExporterState:
+class Pipeline:
+    """Everything that follows from one configuration; a reload swaps in a new one whole."""
+
     collection: Collection
-    selfmetrics: SelfMetrics
     telemetry_path: str
     timeout: float
     timeout_offset: float
     summary: dict = field(default_factory=dict)  # shown on the landing page, no secrets
+
+
+@dataclass
+class ExporterState:
+    pipeline: Pipeline
+    selfmetrics: SelfMetrics
     ready: threading.Event = field(default_factory=threading.Event)
+    # Applies the configuration anew; returns (applied, message). None: reload not possible.
+    reload: Callable[[], tuple[bool, str]] | None = None
 
 
 def _response(start_response, status: str, body: bytes, content_type: str = "text/plain; charset=utf-8",
@@ -47,11 +56,11 @@ def _response(start_response, status: str, body: bytes, content_type: str = "tex
     return [body]
 
 
-def _landing_page(state: ExporterState) -> bytes:
+def _landing_page(pipeline: Pipeline) -> bytes:
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in state.summary.items())
-    path = html.escape(state.telemetry_path)
+        for k, v in pipeline.summary.items())
+    path = html.escape(pipeline.telemetry_path)
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>TF Serving Exporter</title></head>
 <body>
@@ -62,6 +71,7 @@ def _landing_page(state: ExporterState) -> bytes:
 <li><a href="/-/healthy">Health</a> (/-/healthy)</li>
 <li><a href="/-/ready">Readiness</a> (/-/ready)</li>
 </ul>
+<p>POST /-/reload (or SIGHUP) re-reads the configuration and golden files.</p>
 <table>{rows}</table>
 </body></html>
 """.encode()
@@ -70,16 +80,16 @@ def _landing_page(state: ExporterState) -> bytes:
 def create_app(state: ExporterState) -> Callable:
     scrape_slots = threading.BoundedSemaphore(MAX_CONCURRENT_SCRAPES)
 
-    def metrics(environ, start_response):
+    def metrics(environ, start_response, pipeline: Pipeline):
         budget = scrape_budget(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"),
-                               state.timeout_offset, state.timeout)
+                               pipeline.timeout_offset, pipeline.timeout)
         deadline = Deadline.after(budget)
         if not scrape_slots.acquire(timeout=budget):
             state.selfmetrics.scrape_errors.labels("too_many_concurrent_scrapes").inc()
             return _response(start_response, "503 Service Unavailable",
                              b"too many concurrent scrapes\n", extra=[("Retry-After", "1")])
         try:
-            families = state.collection.collect(deadline, budget)
+            families = pipeline.collection.collect(deadline, budget)
         except Exception:  # noqa: BLE001 - keep serving; the log has the traceback
             log.exception("scrape failed")
             state.selfmetrics.scrape_errors.labels("internal").inc()
@@ -94,14 +104,28 @@ def create_app(state: ExporterState) -> Callable:
             extra.append(("Content-Encoding", "gzip"))
         return _response(start_response, "200 OK", body, content_type, extra)
 
+    def reload(start_response):
+        if state.reload is None:
+            return _response(start_response, "503 Service Unavailable",
+                             b"reloading is not available\n")
+        applied, message = state.reload()
+        status = "200 OK" if applied else "500 Internal Server Error"
+        return _response(start_response, status, (message + "\n").encode())
+
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/-/reload":
+            if method not in ("POST", "PUT"):
+                return _response(start_response, "405 Method Not Allowed",
+                                 b"use POST to reload\n", extra=[("Allow", "POST, PUT")])
+            return reload(start_response)
         if method not in ("GET", "HEAD"):
             return _response(start_response, "405 Method Not Allowed",
                              b"only GET and HEAD are supported\n", extra=[("Allow", "GET, HEAD")])
-        if path == state.telemetry_path:
-            return metrics(environ, start_response)
+        pipeline = state.pipeline  # one consistent configuration for the whole request
+        if path == pipeline.telemetry_path:
+            return metrics(environ, start_response, pipeline)
         if path == "/-/healthy":
             return _response(start_response, "200 OK", b"Healthy\n")
         if path == "/-/ready":
@@ -109,7 +133,7 @@ def create_app(state: ExporterState) -> Callable:
                 return _response(start_response, "200 OK", b"Ready\n")
             return _response(start_response, "503 Service Unavailable", b"Not ready\n")
         if path == "/":
-            return _response(start_response, "200 OK", _landing_page(state),
+            return _response(start_response, "200 OK", _landing_page(pipeline),
                              "text/html; charset=utf-8")
         return _response(start_response, "404 Not Found", b"404 page not found\n")
 
