@@ -44,6 +44,47 @@ def _parse_json(api: str, body: bytes):
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise _bad_reply(api, f"reply is not valid JSON: {err}") from None
+    except RecursionError:
+        raise _bad_reply(api, "reply is not valid JSON: nested too deeply") from None
+
+
+def parse_status_reply(body: bytes) -> list[VersionStatus]:
+    """A ``GET /v1/models/<m>`` reply → version statuses; TFServingError(BAD_REPLY) when it is
+    not the shape TF Serving writes."""
+    api = "model_status"
+    doc = _parse_json(api, body)
+    items = doc.get("model_version_status") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise _bad_reply(api, "reply has no 'model_version_status' list")
+    statuses = []
+    for index, item in enumerate(items):
+        try:
+            status = item.get("status") or {}
+            statuses.append(VersionStatus(
+                version=int(item["version"]),
+                state=str(item["state"]),
+                error_code=str(status.get("error_code", "OK")),
+                error_message=str(status.get("error_message", "")),
+            ))
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise _bad_reply(api, f"model_version_status[{index}] is malformed: "
+                                  f"{type(err).__name__}: {err}") from None
+    return statuses
+
+
+def parse_metadata_reply(body: bytes) -> dict[str, Signature]:
+    """A ``GET .../metadata`` reply → signatures by name (TFServingError(BAD_REPLY) else)."""
+    api = "model_metadata"
+    doc = _parse_json(api, body)
+    try:
+        signature_defs = doc["metadata"]["signature_def"]["signature_def"]
+        if not isinstance(signature_defs, dict):
+            raise TypeError("signature_def is not an object")
+        return {str(name): _signature_from_json(str(name), sig)
+                for name, sig in signature_defs.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise _bad_reply(api, f"metadata reply is malformed: {type(err).__name__}: {err}") \
+            from None
 
 
 def _error_message(body: bytes) -> str:
@@ -113,52 +154,25 @@ class RestClient:
         finally:
             self._observe(PROTOCOL, api, time.monotonic() - started)
 
-    def _get_json(self, api: str, path: str, deadline: Deadline):
+    def _get_ok(self, api: str, path: str, deadline: Deadline) -> bytes:
         reply = self.request(api, "GET", path, deadline)
         if reply.status != 200:
             code = _HTTP_TO_CODE.get(reply.status, f"HTTP_{reply.status}")
             raise TFServingError(PROTOCOL, api, code,
                                  f"HTTP {reply.status}: {_error_message(reply.body)}",
                                  reached=True)
-        return _parse_json(api, reply.body)
+        return reply.body
 
     def model_status(self, model: str, deadline: Deadline) -> list[VersionStatus]:
-        api = "model_status"
-        doc = self._get_json(api, f"/v1/models/{quote(model, safe='')}", deadline)
-        items = doc.get("model_version_status") if isinstance(doc, dict) else None
-        if not isinstance(items, list):
-            raise _bad_reply(api, "reply has no 'model_version_status' list")
-        statuses = []
-        for index, item in enumerate(items):
-            try:
-                status = item.get("status") or {}
-                statuses.append(VersionStatus(
-                    version=int(item["version"]),
-                    state=str(item["state"]),
-                    error_code=str(status.get("error_code", "OK")),
-                    error_message=str(status.get("error_message", "")),
-                ))
-            except (AttributeError, KeyError, TypeError, ValueError) as err:
-                raise _bad_reply(api, f"model_version_status[{index}] is malformed: "
-                                      f"{type(err).__name__}: {err}") from None
-        return statuses
+        return parse_status_reply(
+            self._get_ok("model_status", f"/v1/models/{quote(model, safe='')}", deadline))
 
     def model_metadata(self, model: str, version: int | None,
                        deadline: Deadline) -> dict[str, Signature]:
-        api = "model_metadata"
         path = f"/v1/models/{quote(model, safe='')}"
         if version is not None:
             path += f"/versions/{int(version)}"
-        doc = self._get_json(api, path + "/metadata", deadline)
-        try:
-            signature_defs = doc["metadata"]["signature_def"]["signature_def"]
-            if not isinstance(signature_defs, dict):
-                raise TypeError("signature_def is not an object")
-            return {name: _signature_from_json(name, sig)
-                    for name, sig in signature_defs.items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise _bad_reply(api, f"metadata reply is malformed: {type(err).__name__}: {err}") \
-                from None
+        return parse_metadata_reply(self._get_ok("model_metadata", path + "/metadata", deadline))
 
     def predict(self, model: str, version: int | None, body: bytes, deadline: Deadline,
                 api: str = "predict") -> bytes:
@@ -183,7 +197,7 @@ class RestClient:
 
 def _tensor_specs(tensors: dict) -> tuple[TensorSpec, ...]:
     specs = []
-    for alias, info in sorted(tensors.items()):
+    for alias, info in sorted(tensors.items(), key=lambda item: str(item[0])):
         shape_doc = info.get("tensor_shape") or {}
         if shape_doc.get("unknown_rank"):
             shape = None
