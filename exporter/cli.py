@@ -45,6 +45,8 @@ RUN_FLAGS = (
     ("--canary.interval", "canary.interval", "Time between two canary runs of a model, e.g. 60s."),
     ("--canary.timeout", "canary.timeout", "Deadline of one canary run of one version."),
     ("--canary.batch-size", "canary.batch_size", "Golden examples sent per request."),
+    ("--web.config.file", "web.config_file",
+     "File with TLS and basic auth settings for the exporter's endpoint (Prometheus format)."),
     ("--log.level", "log.level", "Log level: debug, info, warn, error."),
     ("--log.format", "log.format", "Log format: logfmt or json."),
 )
@@ -244,9 +246,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = install_stop_handlers()
     for warning in config.warnings:
         log.warning(warning)
+    from exporter.webconfig import WebConfigError
+
     try:
         running = start_exporter(config, getattr(args, "config_file", None),
                                  overrides_from_args(args))
+    except WebConfigError as err:
+        print(f"tfserving-exporter: invalid web config file:\n{err}", file=sys.stderr)
+        return 2
     except OSError as err:
         log.error("cannot listen on %s: %s", config.web.listen_address, err)
         return 1
@@ -267,9 +274,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    from exporter.webconfig import WebConfigError, load_web_config
+
     canary = config.canary
     golden, problems = load_golden_sets(canary.golden_files, canary.golden_dir,
                                         canary.max_examples)
+    if config.web.config_file:
+        try:
+            load_web_config(config.web.config_file)
+        except WebConfigError as err:
+            print(f"tfserving-exporter: invalid web config file:\n{err}", file=sys.stderr)
+            return 2
     if problems:
         print("tfserving-exporter: invalid golden files:\n" + "\n".join(problems),
               file=sys.stderr)

@@ -93,6 +93,7 @@ class CanaryConfig:
 class WebConfig:
     listen_address: str
     telemetry_path: str
+    config_file: str  # absolute path of the TLS / basic auth file, or ""
 
 
 @dataclass(frozen=True)
@@ -503,6 +504,10 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("web.telemetry_path", STRING, "/metrics",
             doc='Path of the metrics page; not "/" and not under "/-/".',
             check=_telemetry_path, flag="--web.telemetry-path"),
+    Setting("web.config_file", STRING, "",
+            doc="TLS and basic auth for the exporter's endpoint, in the format of "
+                "Prometheus' `--web.config.file` (README: Security). Read at start.",
+            check=_readable_file, flag="--web.config.file", relative_to_config=True),
     Setting("log.level", _Choice(LOG_LEVELS), "info",
             doc="Lowest level logged.", flag="--log.level"),
     Setting("log.format", _Choice(LOG_FORMATS), "logfmt",

@@ -21,6 +21,7 @@ from exporter.tfserving import protos
 from exporter.tfserving.grpc_client import GrpcClient
 from exporter.tfserving.model_config import ModelSource
 from exporter.tfserving.rest_client import RestClient
+from exporter.webconfig import BasicAuth, WebSettings, load_web_config, ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ class RunningExporter:
             if config.web.listen_address != self._config.web.listen_address:
                 log.warning("web.listen_address changed to %s: takes effect on restart",
                             config.web.listen_address)
+            built.pipeline.summary["Web"] = self._built.pipeline.summary.get("Web", "")
             old, self._built, self._config = self._built, built, config
             self.state.pipeline = built.pipeline
             built.start()
@@ -221,14 +223,18 @@ class RunningExporter:
 def start_exporter(config, config_path: str | None = None,
                    overrides: dict | None = None) -> RunningExporter:
     """Bind the listen address and serve in a background thread. ``config_path`` and
-    ``overrides`` are what ``config`` was loaded from, for reloads."""
+    ``overrides`` are what ``config`` was loaded from, for reloads. Raises WebConfigError for
+    an unusable web config file, OSError when the address cannot be bound."""
     protos.load_all()  # fail at startup, not on the first scrape, if the protos are missing
+    web = load_web_config(config.web.config_file) if config.web.config_file else WebSettings()
     selfmetrics = SelfMetrics()
     built = build_pipeline(config, selfmetrics, strict_golden=False)
+    built.pipeline.summary["Web"] = web.describe()
     state = ExporterState(pipeline=built.pipeline, selfmetrics=selfmetrics)
     host, port = split_listen_address(config.web.listen_address)
     try:
-        server = serve(create_app(state), host, port)
+        server = serve(create_app(state, BasicAuth(web.users) if web.users else None), host,
+                       port, ssl_context(web.tls) if web.tls else None)
     except OSError:
         built.close()
         raise
@@ -239,5 +245,6 @@ def start_exporter(config, config_path: str | None = None,
     state.reload = running.reload
     state.ready.set()
     log.info("listening", extra={"address": f"{host or '0.0.0.0'}:{server.server_address[1]}",
-                                 "telemetry_path": config.web.telemetry_path})
+                                 "telemetry_path": config.web.telemetry_path,
+                                 "web": web.describe()})
     return running

@@ -10,6 +10,7 @@ import gzip
 import html
 import logging
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
@@ -21,6 +22,7 @@ from exporter.collection import Collection
 from exporter.exposition import encode
 from exporter.selfmetrics import SelfMetrics
 from exporter.tfserving.deadline import Deadline, scrape_budget
+from exporter.webconfig import BasicAuth
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,12 @@ def _landing_page(pipeline: Pipeline) -> bytes:
 """.encode()
 
 
-def create_app(state: ExporterState) -> Callable:
+# Health and readiness stay open so kubelet probes work without credentials; they tell
+# nothing but "up".
+_UNAUTHENTICATED_PATHS = frozenset({"/-/healthy", "/-/ready"})
+
+
+def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
     scrape_slots = threading.BoundedSemaphore(MAX_CONCURRENT_SCRAPES)
 
     def metrics(environ, start_response, pipeline: Pipeline):
@@ -115,6 +122,11 @@ def create_app(state: ExporterState) -> Callable:
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         method = environ.get("REQUEST_METHOD", "GET")
+        if auth is not None and path not in _UNAUTHENTICATED_PATHS \
+                and not auth.allows(environ.get("HTTP_AUTHORIZATION")):
+            return _response(start_response, "401 Unauthorized", b"Unauthorized\n",
+                             extra=[("WWW-Authenticate",
+                                     'Basic realm="tfserving-exporter", charset="UTF-8"')])
         if path == "/-/reload":
             if method not in ("POST", "PUT"):
                 return _response(start_response, "405 Method Not Allowed",
@@ -140,7 +152,20 @@ def create_app(state: ExporterState) -> Callable:
     return app
 
 
+# A TLS handshake that has not finished by then is dropped (a slow client must not hold a
+# request thread).
+_TLS_HANDSHAKE_SECONDS = 10.0
+
+
 class _QuietHandler(WSGIRequestHandler):
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            # The handshake runs here, in the request's own thread, not in accept().
+            self.request.settimeout(_TLS_HANDSHAKE_SECONDS)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
 
@@ -148,13 +173,28 @@ class _QuietHandler(WSGIRequestHandler):
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    tls_context: ssl.SSLContext | None = None
+
+    def get_request(self):
+        connection, address = super().get_request()
+        if self.tls_context is not None:
+            connection = self.tls_context.wrap_socket(connection, server_side=True,
+                                                      do_handshake_on_connect=False)
+        return connection, address
+
+    def handle_error(self, request, client_address) -> None:
+        # Failed TLS handshakes and clients hanging up are routine; they are not worth a trace.
+        log.debug("request from %s failed", client_address, exc_info=True)
 
 
 class _ThreadingServerV6(_ThreadingServer):
     address_family = socket.AF_INET6
 
 
-def serve(app: Callable, host: str, port: int) -> WSGIServer:
+def serve(app: Callable, host: str, port: int,
+          tls_context: ssl.SSLContext | None = None) -> WSGIServer:
     """Bind now (so errors surface at startup) and return the server; call serve_forever()."""
     server_class = _ThreadingServerV6 if ":" in host else _ThreadingServer
-    return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+    server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+    server.tls_context = tls_context
+    return server
