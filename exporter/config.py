@@ -37,6 +37,15 @@ REDACTED = "<secret>"
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class GrpcTLSConfig:
+    enabled: bool
+    ca_file: str  # absolute paths, or "" when unset
+    cert_file: str
+    key_file: str
+    server_name: str
+
+
+@dataclass(frozen=True)
 class TFServingConfig:
     grpc_address: str  # "" when gRPC is disabled
     rest_address: str  # normalised base URL, "" when REST is disabled
@@ -44,6 +53,7 @@ class TFServingConfig:
     model_config_file: str  # absolute path, or "" when unset
     timeout: float
     timeout_offset: float
+    grpc_tls: GrpcTLSConfig
 
 
 @dataclass(frozen=True)
@@ -432,6 +442,21 @@ SCHEMA: tuple[Setting, ...] = (
             doc="Subtracted from Prometheus' X-Prometheus-Scrape-Timeout-Seconds to leave time "
                 "to answer.",
             flag="--tfserving.timeout-offset"),
+    Setting("tfserving.grpc_tls.enabled", BOOLEAN, False,
+            doc="Talk TLS to TF Serving's gRPC port (TF Serving's `--ssl_config_file`).",
+            flag="--tfserving.grpc-tls"),
+    Setting("tfserving.grpc_tls.ca_file", STRING, "",
+            doc="CA certificate (PEM) to verify TF Serving with; \"\" uses the system's CAs.",
+            check=_readable_file, flag="--tfserving.grpc-tls.ca-file", relative_to_config=True),
+    Setting("tfserving.grpc_tls.cert_file", STRING, "",
+            doc="Client certificate (PEM) for mutual TLS (`client_verify: true` in TF Serving).",
+            check=_readable_file, flag="--tfserving.grpc-tls.cert-file", relative_to_config=True),
+    Setting("tfserving.grpc_tls.key_file", STRING, "",
+            doc="Key (PEM) of the client certificate.",
+            check=_readable_file, flag="--tfserving.grpc-tls.key-file", relative_to_config=True),
+    Setting("tfserving.grpc_tls.server_name", STRING, "",
+            doc="Name to verify TF Serving's certificate against, when it differs from the "
+                "address' host.", flag="--tfserving.grpc-tls.server-name"),
     Setting("models", STRING_LIST, [],
             doc="Model names to watch, in addition to those in `tfserving.model_config_file`.",
             check=_model_names, flag="--model"),
@@ -755,11 +780,23 @@ def _canary_protocol_reachable(values: Mapping[str, Any], origins: Mapping[str, 
             f"but {address} is empty; set the address or switch canary.protocol"]
 
 
+def _grpc_tls_pair(values: Mapping[str, Any], origins: Mapping[str, _Origin],
+                   file: _Origin) -> list[str]:
+    cert = values.get("tfserving.grpc_tls.cert_file", "")
+    key = values.get("tfserving.grpc_tls.key_file", "")
+    if bool(cert) == bool(key):
+        return []
+    missing = "tfserving.grpc_tls.key_file" if cert else "tfserving.grpc_tls.cert_file"
+    return [f"{origins[missing].where(missing)}: needed with "
+            f"{'cert_file' if cert else 'key_file'} for mutual TLS"]
+
+
 _CrossRule = Callable[[Mapping[str, Any], Mapping[str, _Origin], _Origin], list[str]]
 _CROSS_RULES: tuple[_CrossRule, ...] = (
     _need_an_address,
     _collector_protocols_reachable,
     _canary_protocol_reachable,
+    _grpc_tls_pair,
 )
 
 

@@ -30,7 +30,8 @@ def build_clients(config, selfmetrics: SelfMetrics) -> dict:
     tf = config.tfserving
     clients = {}
     if tf.grpc_address:
-        clients["grpc"] = GrpcClient(tf.grpc_address, observe=selfmetrics.observe_call)
+        clients["grpc"] = GrpcClient(tf.grpc_address, observe=selfmetrics.observe_call,
+                                     tls=tf.grpc_tls if tf.grpc_tls.enabled else None)
     if tf.rest_address:
         clients["rest"] = RestClient(tf.rest_address, observe=selfmetrics.observe_call)
     return clients

@@ -4,6 +4,7 @@ certificates generated at test time; secrets never shown."""
 from __future__ import annotations
 
 import datetime
+import json
 import ipaddress
 import logging
 import ssl
@@ -171,3 +172,67 @@ def test_tls_context_defaults_to_tls12_or_newer(pki, tmp_path):
                     f"  key_file: {pki}/server.key\n  min_version: TLS13\n")
     from exporter.webconfig import ssl_context
     assert ssl_context(load_web_config(str(path)).tls).minimum_version == ssl.TLSVersion.TLSv1_3
+
+
+# --- TLS and mutual TLS from the exporter to TF Serving's gRPC port -------------------------
+
+def _ssl_config(tmp_path, pki, client_verify: bool) -> str:
+    def pem(name):
+        return json.dumps((pki / name).read_text())  # text-proto strings escape like JSON
+    lines = [f"server_key: {pem('server.key')}", f"server_cert: {pem('server.crt')}"]
+    if client_verify:
+        lines += [f"custom_ca: {pem('ca.crt')}", "client_verify: true"]
+    path = tmp_path / "ssl.config"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def tls_simulator(tmp_path, pki, request):
+    from exporter.demo import write_demo_files
+    from tests.conftest import SimulatorHandle
+
+    handle = SimulatorHandle(write_demo_files(str(tmp_path / "demo")),
+                             ssl_config_file=_ssl_config(tmp_path, pki, request.param)).start()
+    yield handle
+    handle.stop()
+
+
+def _grpc_up(simulator, **tls) -> float:
+    from tests.helpers import sample_value
+
+    overrides = {"tfserving.grpc_address": f"127.0.0.1:{simulator.grpc_port}",
+                 "tfserving.rest_address": f"http://127.0.0.1:{simulator.rest_port}",
+                 "models": ["half_plus_two"], "web.listen_address": "127.0.0.1:0"}
+    overrides.update({f"tfserving.grpc_tls.{k}": v for k, v in tls.items()})
+    running = start_exporter(load_config(None, overrides))
+    try:
+        text = requests.get(f"http://127.0.0.1:{running.port}/metrics", timeout=15,
+                            headers={"X-Prometheus-Scrape-Timeout-Seconds": "3"}).text
+        return (sample_value(text, "tfserving_up", protocol="grpc"),
+                sample_value(text, "tfserving_model_serving_version", model="half_plus_two"))
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("tls_simulator", [False], indirect=True)
+def test_grpc_tls_to_tfserving(tls_simulator, pki):
+    assert _grpc_up(tls_simulator, enabled=True, ca_file=str(pki / "ca.crt")) == (1, 123)
+    # Plaintext to a TLS port, or TLS without trusting its CA: not reachable, never hanging.
+    assert _grpc_up(tls_simulator) == (0, None)
+    assert _grpc_up(tls_simulator, enabled=True) == (0, None)
+
+
+@pytest.mark.parametrize("tls_simulator", [True], indirect=True)
+def test_grpc_mutual_tls_to_tfserving(tls_simulator, pki):
+    assert _grpc_up(tls_simulator, enabled=True, ca_file=str(pki / "ca.crt")) == (0, None)
+    assert _grpc_up(tls_simulator, enabled=True, ca_file=str(pki / "ca.crt"),
+                    cert_file=str(pki / "client.crt"),
+                    key_file=str(pki / "client.key")) == (1, 123)
+
+
+def test_grpc_client_certificate_needs_its_key(tmp_path, pki):
+    from exporter.config import ConfigError
+    with pytest.raises(ConfigError, match="tfserving.grpc_tls.key_file: needed with cert_file"):
+        load_config(None, {"tfserving.grpc_tls.enabled": True,
+                           "tfserving.grpc_tls.cert_file": str(pki / "client.crt")})

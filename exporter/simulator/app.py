@@ -35,6 +35,7 @@ from exporter.simulator.monitoring_config import read_monitoring_config
 from exporter.simulator.rest_api import RestApi, RestApiOptions
 from exporter.simulator.rest_server import MetricsPage, RestServer
 from exporter.simulator.server_core import ServerCore
+from exporter.simulator.ssl_config import server_credentials
 from exporter.simulator.tf_metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class SimulatorOptions:
     enable_serialization_as_tensor_content: bool = False
     bind_address: str = "0.0.0.0"
     fault_config_file: str = ""
+    ssl_config_file: str = ""  # --ssl_config_file: TLS (and client verification) on gRPC
     # Python-only: models given directly (instead of a name/base path or a config file), and
     # the Prometheus page without writing a monitoring config file.
     models: list[ModelConfig] = field(default_factory=list)
@@ -173,7 +175,9 @@ class Simulator:
             options.bind_address, options.grpc_port, self._core, self.metrics, self.faults,
             GrpcApiOptions(serialize_as_tensor_content=(
                 options.enable_serialization_as_tensor_content)),
-            enable_health=options.enable_grpc_healthcheck_service)
+            enable_health=options.enable_grpc_healthcheck_service,
+            credentials=(server_credentials(options.ssl_config_file)
+                         if options.ssl_config_file else None))
         self._grpc.start()
         log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, self._grpc.port)
 

@@ -331,7 +331,8 @@ class GrpcServer:
 
     def __init__(self, host: str, port: int, core, metrics, faults,
                  options: GrpcApiOptions | None = None, *, enable_health: bool = False,
-                 max_workers: int = 16) -> None:
+                 max_workers: int = 16,
+                 credentials: grpc.ServerCredentials | None = None) -> None:
         backend = _Backend(core, metrics, faults, options or GrpcApiOptions())
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers,
@@ -346,7 +347,8 @@ class GrpcServer:
         self.health_enabled = enable_health and _add_health_service(self._server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            self.port = (self._server.add_secure_port(address, credentials) if credentials
+                         else self._server.add_insecure_port(address))
         except RuntimeError:  # newer grpcio raises instead of returning 0
             self.port = 0
         if self.port == 0:

@@ -116,6 +116,11 @@ def _message(reader: _Reader, fields: dict[str, str], closing: str | None) -> di
         reader.skip_separator()
 
 
+def parse_flat_message(text: str, fields: dict[str, str]) -> dict[str, object]:
+    """A text-format message whose fields are all scalars (``"string"`` or ``"bool"``)."""
+    return _message(_Reader(_tokens(text)), fields, None)
+
+
 def parse_monitoring_config(text: str) -> MonitoringConfig:
     """Parse the text format; raises ``ValueError`` saying what is wrong and where."""
     values = _message(_Reader(_tokens(text)), {"prometheus_config": "message"}, None)

@@ -45,6 +45,19 @@ def signatures_from_proto(signature_def_map) -> dict[str, Signature]:
     return result
 
 
+def _read(path: str) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _channel_credentials(tls) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(root_certificates=_read(tls.ca_file),
+                                        private_key=_read(tls.key_file),
+                                        certificate_chain=_read(tls.cert_file))
+
+
 class GrpcClient:
     """One long-lived channel; every call takes the scrape's deadline.
 
@@ -53,16 +66,20 @@ class GrpcClient:
     UNAVAILABLE instead of eating the scrape's budget.
     """
 
-    def __init__(self, target: str, observe: CallObserver = _no_observer,
-                 channel_credentials: grpc.ChannelCredentials | None = None) -> None:
+    def __init__(self, target: str, observe: CallObserver = _no_observer, tls=None) -> None:
+        """``tls``: an object with ``ca_file``, ``cert_file``, ``key_file``, ``server_name``
+        (config's GrpcTLSConfig), or None for plaintext. Files are read once, here."""
         self.target = target
         self._observe = observe
         options = [("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES),
                    ("grpc.enable_http_proxy", 0)]
-        if channel_credentials is None:
+        if tls is None:
             self._channel = grpc.insecure_channel(target, options=options)
         else:
-            self._channel = grpc.secure_channel(target, channel_credentials, options=options)
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            self._channel = grpc.secure_channel(target, _channel_credentials(tls),
+                                                options=options)
         self._model_service = protos.model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._prediction_service = protos.prediction_service_pb2_grpc.PredictionServiceStub(
             self._channel)
