@@ -117,3 +117,24 @@ def test_killed_and_restarted_mid_run(simulator, exporter):
         simulator.start()
         exporter.metrics_until(lambda t: sample_value(t, "tfserving_up", protocol="grpc") == 1
                                and _success(t, "native") == 1, message="restart seen")
+
+
+def test_twenty_concurrent_scrapers_all_get_answers(simulator, exporter):
+    import concurrent.futures
+
+    import requests
+
+    def scrape_ten(_):
+        session = requests.Session()
+        codes = []
+        for _ in range(10):
+            reply = session.get(exporter.url + "/metrics", timeout=15,
+                                headers={"X-Prometheus-Scrape-Timeout-Seconds": "10"})
+            codes.append((reply.status_code, "tfserving_up" in reply.text))
+        return codes
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        results = [code for codes in pool.map(scrape_ten, range(20)) for code in codes]
+    assert results == [(200, True)] * 200
+    assert sample_value(exporter.metrics(), "tfserving_exporter_scrape_errors_total",
+                        reason="too_many_concurrent_scrapes") in (None, 0)
