@@ -1,0 +1,184 @@
+"""The benchmark suite: one command, one table.
+
+    python benchmarks/suite.py [--models 1,10,100] [--scrapes 200]
+
+For 1, 10 and 100 models with 3 AVAILABLE versions each (half_plus_two programs, traffic on
+every model so TF Serving's page carries two latency histograms per model), the simulator and
+the exporter run as separate processes on 127.0.0.1 and the exporter is scraped from one
+client. Reported: /metrics latency p50/p99, exporter CPU per scrape, RSS, cold start to ready
+and to the first full scrape, and the same scrape of the simulator's own page for comparison.
+Then the canary comparison cost and the native page parse cost (the other two benchmark
+scripts), and the cost of importing TF Serving's protos our way versus the normal way, which
+loads TensorFlow (what an exporter importing tensorflow_serving.apis directly pays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from benchmarks.scrape_benchmark import _proc_cpu_seconds, free_port, rss_mib  # noqa: E402
+from exporter.demo import MONITORING_CONFIG  # noqa: E402
+from exporter.simulator.demo_models import write_half_plus_two  # noqa: E402
+
+
+def write_models(root: str, count: int) -> str:
+    entries = []
+    for index in range(count):
+        base = os.path.join(root, "models", f"model_{index:03d}")
+        for version in (1, 2, 3):
+            write_half_plus_two(base, version)
+        entries.append(f'  config {{ name: "model_{index:03d}" base_path: "{base}" '
+                       'model_platform: "tensorflow" model_version_policy { all {} } }\n')
+    path = os.path.join(root, "models.config")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("model_config_list {\n" + "".join(entries) + "}\n")
+    return path
+
+
+def poll(url: str, timeout: float, predicate) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if predicate(requests.get(url, timeout=10)):
+                return time.monotonic() - started
+        except requests.RequestException:
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"timed out waiting for {url}")
+
+
+def quantiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return (statistics.median(ordered) * 1000,
+            ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000)
+
+
+def timed_gets(session: requests.Session, url: str, count: int, headers=None) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        reply = session.get(url, timeout=30, headers=headers)
+        times.append(time.perf_counter() - started)
+        if reply.status_code != 200:
+            raise SystemExit(f"{url} answered {reply.status_code}")
+    return times
+
+
+def measure_fleet(count: int, scrapes: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="tfserving-suite-") as root:
+        model_config = write_models(root, count)
+        monitoring = os.path.join(root, "monitoring.config")
+        with open(monitoring, "w", encoding="utf-8") as handle:
+            handle.write(MONITORING_CONFIG)
+        grpc_port, rest_port, web_port = free_port(), free_port(), free_port()
+        simulator = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "simulate", f"--port={grpc_port}",
+             f"--rest_api_port={rest_port}", f"--model_config_file={model_config}",
+             f"--monitoring_config_file={monitoring}", "--bind_address=127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        exporter = None
+        try:
+            rest = f"http://127.0.0.1:{rest_port}"
+            poll(f"{rest}/v1/models/model_000", 120, lambda r: r.status_code == 200)
+            session = requests.Session()
+            for index in range(count):  # REST and gRPC-shaped traffic for the page
+                session.post(f"{rest}/v1/models/model_{index:03d}:predict",
+                             json={"instances": [1.0]}, timeout=10)
+            started = time.monotonic()
+            exporter = subprocess.Popen(
+                [sys.executable, "-m", "exporter", "run",
+                 f"--web.listen-address=127.0.0.1:{web_port}",
+                 f"--tfserving.grpc-address=127.0.0.1:{grpc_port}",
+                 f"--tfserving.rest-address={rest}",
+                 f"--tfserving.model-config-file={model_config}", "--log.level=error"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            url = f"http://127.0.0.1:{web_port}"
+            poll(url + "/-/ready", 60, lambda r: r.status_code == 200)
+            ready = time.monotonic() - started
+            last = f'tfserving_model_serving_version{{model="model_{count - 1:03d}"}} 3.0'
+            poll(url + "/metrics", 60, lambda r: last in r.text)
+            first_full = time.monotonic() - started
+            headers = {"X-Prometheus-Scrape-Timeout-Seconds": "10"}
+            timed_gets(session, url + "/metrics", 5, headers)  # warm the signature cache
+            cpu_before = _proc_cpu_seconds(exporter.pid)
+            exporter_times = timed_gets(session, url + "/metrics", scrapes, headers)
+            cpu = (_proc_cpu_seconds(exporter.pid) - cpu_before) / scrapes
+            page_times = timed_gets(session, f"{rest}/monitoring/prometheus/metrics", scrapes)
+            rss = rss_mib(exporter.pid)
+        finally:
+            for process in (exporter, simulator):
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=15)
+    return {"models": count, "exporter": quantiles(exporter_times), "cpu_ms": cpu * 1000,
+            "rss": rss, "ready": ready, "first_full": first_full,
+            "page": quantiles(page_times)}
+
+
+def run_script(name: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, os.path.join(HERE, name), *args],
+                            capture_output=True, text=True, timeout=600, check=True)
+    return result.stdout
+
+
+def import_cost(code: str) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB) of a fresh interpreter running ``code``."""
+    probe = (f"import resource, time; t = time.perf_counter(); {code}; "
+             "print(time.perf_counter() - t, "
+             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=300, check=True, cwd=os.path.dirname(HERE)).stdout.split()
+    return float(out[-2]), float(out[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="1,10,100")
+    parser.add_argument("--scrapes", type=int, default=200)
+    args = parser.parse_args()
+
+    rows = [measure_fleet(int(n), args.scrapes) for n in args.models.split(",")]
+    print("| models x 3 versions | /metrics p50 / p99 | CPU per scrape | exporter RSS | "
+          "ready / first full scrape | simulator's own page p50 / p99 |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['models']} | {row['exporter'][0]:.1f} / {row['exporter'][1]:.1f} ms | "
+              f"{row['cpu_ms']:.1f} ms | {row['rss']:.1f} MiB | "
+              f"{row['ready']:.2f} / {row['first_full']:.2f} s | "
+              f"{row['page'][0]:.1f} / {row['page'][1]:.1f} ms |")
+
+    compare = run_script("compare_benchmark.py", "--runs", "100")
+    native = run_script("native_benchmark.py", "--runs", "30")
+    ours = import_cost("from exporter.tfserving import protos; protos.load_all()")
+    theirs = import_cost("from tensorflow_serving.apis import predict_pb2")
+    print()
+    print("| measure | value |")
+    print("|---|---|")
+    median = re.search(r"median ([\d.]+) ms, p99 ([\d.]+) ms", compare)
+    print(f"| canary compare, 1,000 examples x 10 outputs (p50 / p99) | "
+          f"{median.group(1)} / {median.group(2)} ms |")
+    parsed = re.search(r"parse \+ bridge per scrape: median ([\d.]+) ms, p99 ([\d.]+) ms", native)
+    print(f"| native page parse + bridge, 10,000 lines (p50 / p99) | "
+          f"{parsed.group(1)} / {parsed.group(2)} ms |")
+    print(f"| TF Serving protos, our loader: time / peak RSS | {ours[0]:.2f} s / {ours[1]:.0f} MiB |")
+    print(f"| TF Serving protos imported normally (loads TensorFlow) | "
+          f"{theirs[0]:.2f} s / {theirs[1]:.0f} MiB |")
+    print(f"| ratio (normal / ours) | {theirs[0] / ours[0]:.0f}x time, "
+          f"{theirs[1] / ours[1]:.0f}x memory |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
