@@ -131,9 +131,12 @@ def test_smoke_suite_passes_with_the_venv_python(slim, tmp_path):
 
 def test_rebuilding_is_idempotent(slim):
     again = _build(Path(slim["dest"]))
-    for key in ("site_packages_bytes", "tf_modules", "tf_modules_bytes",
-                "tensorflow_serving_api"):
+    for key in ("tf_modules", "tf_modules_bytes", "tensorflow_serving_api"):
         assert again[key] == slim[key], key
+    # Byte counts drift by a few KiB between runs (bytecode caches written while the smoke
+    # tests ran, pip's RECORD files); what must not happen is growth from piling up installs.
+    assert abs(again["site_packages_bytes"] - slim["site_packages_bytes"]) \
+        < 0.01 * slim["site_packages_bytes"]
 
 
 # --- tf_proto_files on its own: the wheel path the Dockerfile takes, and its refusals ---
