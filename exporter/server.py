@@ -79,6 +79,8 @@ def _landing_page(pipeline: Pipeline) -> bytes:
 """.encode()
 
 
+# No endpoint takes a request body; anything announcing more than this is refused unread.
+MAX_REQUEST_BODY_BYTES = 64 * 1024
 # Health and readiness stay open so kubelet probes work without credentials; they tell
 # nothing but "up".
 _UNAUTHENTICATED_PATHS = frozenset({"/-/healthy", "/-/ready"})
@@ -122,6 +124,14 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            body_size = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            body_size = MAX_REQUEST_BODY_BYTES + 1
+        if body_size > MAX_REQUEST_BODY_BYTES or len(environ.get("QUERY_STRING", "")) > 4096:
+            # wsgiref answers HTTP/1.0 and closes each connection, so an unread body cannot
+            # spill into a next request.
+            return _response(start_response, "413 Content Too Large", b"request too large\n")
         if auth is not None and path not in _UNAUTHENTICATED_PATHS \
                 and not auth.allows(environ.get("HTTP_AUTHORIZATION")):
             return _response(start_response, "401 Unauthorized", b"Unauthorized\n",

@@ -258,3 +258,26 @@ def test_intervals_are_jittered_within_bounds():
     assert 8.0 <= min(slow) and max(slow) <= 12.0 + 0.5
     assert 0.8 <= min(fast) and max(fast) <= 1.2 + 0.5
     assert max(slow) - min(slow) > 2.0  # actually spread, not constant
+
+
+def test_version_roll_during_a_canary_run(simulator, start_exporter_for):
+    from exporter.demo import DEMO_GOLDEN_DIR
+
+    # Slow predicts and small batches: a run takes ~1.6 s, so the roll lands inside one.
+    simulator.simulator.faults.add(FaultRule(operations=frozenset({"predict"}),
+                                             latency_seconds=0.2))
+    exporter = _canary_exporter(start_exporter_for, simulator,
+                                [f"{DEMO_GOLDEN_DIR}/half_plus_two.json"],
+                                canary__batch_size=2, canary__interval="50ms")
+    exporter.metrics_until(lambda t: (_canary(t, "runs_total", model="half_plus_two",
+                                              version="123") or 0) >= 1,
+                           message="a first run on version 123")
+    write_half_plus_two(f"{simulator.models_root}/half_plus_two", 124)
+    text = exporter.metrics_until(
+        lambda t: _canary(t, "success", model="half_plus_two", version="124") == 1
+        and _canary(t, "success", model="half_plus_two", version="123") is None,
+        timeout=30, message="canaries to move to version 124")
+    # A run that straddled the roll may fail as "error" (two versions answered); nothing else.
+    failures = {s["reason"]: s["__value__"] for s in series(text, "tfserving_canary_failures_total")
+                if s["version"] == "124"}
+    assert all(count == 0 for reason, count in failures.items() if reason != "error")

@@ -34,3 +34,11 @@ def test_custom_telemetry_path(simulator, start_exporter_for):
     exporter = start_exporter_for(simulator, web__telemetry_path="/custom")
     assert "tfserving_up" in exporter.get("/custom").text
     assert exporter.get("/metrics").status_code == 404
+
+
+def test_oversized_requests_are_refused_unread(exporter):
+    big = requests.post(exporter.url + "/-/reload", data=b"x" * (65 * 1024), timeout=10)
+    assert big.status_code == 413
+    long_query = exporter.get("/metrics?" + "a" * 5000)
+    assert long_query.status_code == 413
+    assert exporter.get("/metrics").status_code == 200  # still serving
