@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,7 +22,8 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.scrape_benchmark import free_port, rss_mib, wait_for  # noqa: E402
+from benchmarks.stack import (free_port, rss_mib, start_exporter, start_simulator,  # noqa: E402
+                              stop as stop_processes, wait_for)
 from exporter.demo import DEMO_GOLDEN_DIR, write_demo_files  # noqa: E402
 from exporter.simulator.demo_models import write_half_plus_two  # noqa: E402
 
@@ -59,18 +59,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tfserving-soak-") as root:
         files = write_demo_files(root)
         grpc_port, rest_port, web_port = free_port(), free_port(), free_port()
-        simulator = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "simulate", f"--port={grpc_port}",
-             f"--rest_api_port={rest_port}", f"--model_config_file={files.model_config_file}",
-             f"--monitoring_config_file={files.monitoring_config_file}",
-             "--bind_address=127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        exporter = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run", f"--web.listen-address=127.0.0.1:{web_port}",
-             f"--tfserving.grpc-address=127.0.0.1:{grpc_port}",
-             f"--tfserving.rest-address=http://127.0.0.1:{rest_port}",
-             f"--tfserving.model-config-file={files.model_config_file}",
-             f"--canary.golden-dir={DEMO_GOLDEN_DIR}", "--canary.interval=1s",
-             "--log.level=error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        simulator = start_simulator(files.model_config_file, files.monitoring_config_file,
+                                    grpc_port, rest_port)
+        exporter = start_exporter(web_port, grpc_port, rest_port, files.model_config_file,
+                                  f"--canary.golden-dir={DEMO_GOLDEN_DIR}",
+                                  "--canary.interval=1s")
         url = f"http://127.0.0.1:{web_port}/metrics"
         stop = threading.Event()
         failures: list[str] = []
@@ -123,9 +116,7 @@ def main() -> int:
             stop.set()
         finally:
             stop.set()
-            for process in (exporter, simulator):
-                process.terminate()
-                process.wait(timeout=10)
+            stop_processes(exporter, simulator)
 
     second_half = [s for s in samples if s[0] >= duration / 2]
     rss_slope = slope_per_minute([(t, r) for t, r, _ in second_half])

@@ -28,7 +28,8 @@ import requests
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from benchmarks.scrape_benchmark import _proc_cpu_seconds, free_port, rss_mib  # noqa: E402
+from benchmarks.stack import (cpu_seconds, free_port, rss_mib, start_exporter,  # noqa: E402
+                              start_simulator, stop, wait_for)
 from exporter.demo import MONITORING_CONFIG  # noqa: E402
 from exporter.simulator.demo_models import write_half_plus_two  # noqa: E402
 
@@ -45,18 +46,6 @@ def write_models(root: str, count: int) -> str:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("model_config_list {\n" + "".join(entries) + "}\n")
     return path
-
-
-def poll(url: str, timeout: float, predicate) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if predicate(requests.get(url, timeout=10)):
-                return time.monotonic() - started
-        except requests.RequestException:
-            pass
-        time.sleep(0.02)
-    raise SystemExit(f"timed out waiting for {url}")
 
 
 def quantiles(samples: list[float]) -> tuple[float, float]:
@@ -83,45 +72,32 @@ def measure_fleet(count: int, scrapes: int) -> dict:
         with open(monitoring, "w", encoding="utf-8") as handle:
             handle.write(MONITORING_CONFIG)
         grpc_port, rest_port, web_port = free_port(), free_port(), free_port()
-        simulator = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "simulate", f"--port={grpc_port}",
-             f"--rest_api_port={rest_port}", f"--model_config_file={model_config}",
-             f"--monitoring_config_file={monitoring}", "--bind_address=127.0.0.1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        simulator = start_simulator(model_config, monitoring, grpc_port, rest_port)
         exporter = None
         try:
             rest = f"http://127.0.0.1:{rest_port}"
-            poll(f"{rest}/v1/models/model_000", 120, lambda r: r.status_code == 200)
+            wait_for(f"{rest}/v1/models/model_000", 120, lambda r: r.status_code == 200)
             session = requests.Session()
             for index in range(count):  # REST and gRPC-shaped traffic for the page
                 session.post(f"{rest}/v1/models/model_{index:03d}:predict",
                              json={"instances": [1.0]}, timeout=10)
             started = time.monotonic()
-            exporter = subprocess.Popen(
-                [sys.executable, "-m", "exporter", "run",
-                 f"--web.listen-address=127.0.0.1:{web_port}",
-                 f"--tfserving.grpc-address=127.0.0.1:{grpc_port}",
-                 f"--tfserving.rest-address={rest}",
-                 f"--tfserving.model-config-file={model_config}", "--log.level=error"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            exporter = start_exporter(web_port, grpc_port, rest_port, model_config)
             url = f"http://127.0.0.1:{web_port}"
-            poll(url + "/-/ready", 60, lambda r: r.status_code == 200)
+            wait_for(url + "/-/ready", 60, lambda r: r.status_code == 200)
             ready = time.monotonic() - started
             last = f'tfserving_model_serving_version{{model="model_{count - 1:03d}"}} 3.0'
-            poll(url + "/metrics", 60, lambda r: last in r.text)
+            wait_for(url + "/metrics", 60, lambda r: last in r.text)
             first_full = time.monotonic() - started
             headers = {"X-Prometheus-Scrape-Timeout-Seconds": "10"}
             timed_gets(session, url + "/metrics", 5, headers)  # warm the signature cache
-            cpu_before = _proc_cpu_seconds(exporter.pid)
+            cpu_before = cpu_seconds(exporter.pid)
             exporter_times = timed_gets(session, url + "/metrics", scrapes, headers)
-            cpu = (_proc_cpu_seconds(exporter.pid) - cpu_before) / scrapes
+            cpu = (cpu_seconds(exporter.pid) - cpu_before) / scrapes
             page_times = timed_gets(session, f"{rest}/monitoring/prometheus/metrics", scrapes)
             rss = rss_mib(exporter.pid)
         finally:
-            for process in (exporter, simulator):
-                if process is not None:
-                    process.terminate()
-                    process.wait(timeout=15)
+            stop(exporter, simulator)
     return {"models": count, "exporter": quantiles(exporter_times), "cpu_ms": cpu * 1000,
             "rss": rss, "ready": ready, "first_full": first_full,
             "page": quantiles(page_times)}

@@ -28,7 +28,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, Metric)
 
 from exporter.collectors.base import CollectorError
-from exporter.exposition import TextFamily, format_value, label_text
+from exporter.exposition import TextFamily, format_value, label_text as render_labels
 from exporter.scrape import Scrape
 from exporter.tfserving.prometheus_page import Family, PageError, labels, parse_page, split_le
 
@@ -126,7 +126,7 @@ class _HistogramBridge:
         if cached is None:
             base, le = split_le(raw)
             seconds = seconds_text(le)
-            rendered = label_text(self._label_values(labels(base)))
+            rendered = render_labels(self._label_values(labels(base)))
             separator = "," if rendered else ""
             cached = (f'{self._name}_bucket{{{rendered}{separator}le="{seconds}"}} ',
                       seconds == "+Inf")
@@ -136,7 +136,7 @@ class _HistogramBridge:
     def _cell(self, raw: str) -> tuple[str, str]:
         cached = self._cell_prefix.get(raw)
         if cached is None:
-            rendered = label_text(self._label_values(labels(raw)))
+            rendered = render_labels(self._label_values(labels(raw)))
             cached = (f"{self._name}_count{{{rendered}}} ", f"{self._name}_sum{{{rendered}}} ")
             self._remember(self._cell_prefix, raw, cached)
         return cached
