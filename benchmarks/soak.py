@@ -61,7 +61,14 @@ def main() -> int:
         grpc_port, rest_port, web_port = free_port(), free_port(), free_port()
         simulator = start_simulator(files.model_config_file, files.monitoring_config_file,
                                     grpc_port, rest_port)
+        # TF Serving keeps every version it ever saw (END ones too); with a roll a minute the
+        # exported state would grow by design. Capping versions keeps it constant, so any
+        # growth left is the exporter's own.
+        config = os.path.join(root, "soak-config.yaml")
+        with open(config, "w", encoding="utf-8") as handle:
+            handle.write("limits:\n  max_versions_per_model: 3\n")
         exporter = start_exporter(web_port, grpc_port, rest_port, files.model_config_file,
+                                  f"--config.file={config}",
                                   f"--canary.golden-dir={DEMO_GOLDEN_DIR}",
                                   "--canary.interval=1s")
         url = f"http://127.0.0.1:{web_port}/metrics"

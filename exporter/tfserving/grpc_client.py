@@ -98,6 +98,8 @@ class GrpcClient:
             code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
             details = err.details() if hasattr(err, "details") else str(err)
             raise TFServingError(PROTOCOL, api, code.name, details or code.name) from None
+        except ValueError as err:  # the channel was closed under the call (shutdown, reload)
+            raise TFServingError(PROTOCOL, api, "CANCELLED", str(err), reached=False) from None
         finally:
             self._observe(PROTOCOL, api, time.monotonic() - started)
 
