@@ -247,7 +247,7 @@ def build(dest: str, pin_host: bool = True, tensorflow_wheel: str | None = None,
         run([python, "-m", "compileall", "-q", os.path.join(site_packages, TENSORFLOW)])
 
     # 6. Dependencies' test suites.
-    pruned = prune_test_suites(site_packages)
+    prune_test_suites(site_packages)
 
     size = directory_size(site_packages)
     summary = {

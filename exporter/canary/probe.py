@@ -11,9 +11,7 @@ from exporter.canary.compare import compare
 from exporter.canary.golden import GoldenSet, SchemaError, parse_rest_predict_reply
 from exporter.canary.results import RunOutcome
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.types import Signature, TFServingError
-
-DEFAULT_SIGNATURE = "serving_default"
+from exporter.tfserving.types import DEFAULT_SIGNATURE, Signature, TFServingError
 
 
 class WrongVersion(Exception):

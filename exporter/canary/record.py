@@ -13,9 +13,7 @@ from exporter.canary.golden import (GoldenError, Provenance, SchemaError, Tolera
                                     golden_document, merge_requests, parse_rest_predict_reply)
 from exporter.canary.request_json import parse_request
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.types import TFServingError
-
-DEFAULT_SIGNATURE = "serving_default"
+from exporter.tfserving.types import DEFAULT_SIGNATURE, TFServingError
 
 
 def read_requests(path: str) -> list[dict]:

@@ -92,11 +92,6 @@ class ResultStore:
             for key in [k for k in self._records if k[0] == model and k[1] not in versions]:
                 del self._records[key]
 
-    def forget_models_except(self, models: set[str]) -> None:
-        with self._lock:
-            for key in [k for k in self._records if k[0] not in models]:
-                del self._records[key]
-
     def snapshot(self) -> tuple[dict[tuple[str, int], VersionRecord], dict[str, int]]:
         """Copies safe to read without the lock."""
         with self._lock:

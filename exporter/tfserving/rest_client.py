@@ -104,6 +104,12 @@ _HTTP_TO_CODE = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
                  504: "DEADLINE_EXCEEDED"}
 
 
+def _http_error(api: str, reply: "RestReply") -> TFServingError:
+    code = _HTTP_TO_CODE.get(reply.status, f"HTTP_{reply.status}")
+    return TFServingError(PROTOCOL, api, code,
+                          f"HTTP {reply.status}: {_error_message(reply.body)}", reached=True)
+
+
 class RestClient:
     """A pooled HTTP session against one TF Serving REST base URL."""
 
@@ -157,10 +163,7 @@ class RestClient:
     def _get_ok(self, api: str, path: str, deadline: Deadline) -> bytes:
         reply = self.request(api, "GET", path, deadline)
         if reply.status != 200:
-            code = _HTTP_TO_CODE.get(reply.status, f"HTTP_{reply.status}")
-            raise TFServingError(PROTOCOL, api, code,
-                                 f"HTTP {reply.status}: {_error_message(reply.body)}",
-                                 reached=True)
+            raise _http_error(api, reply)
         return reply.body
 
     def model_status(self, model: str, deadline: Deadline) -> list[VersionStatus]:
@@ -182,10 +185,7 @@ class RestClient:
             path += f"/versions/{int(version)}"
         reply = self.request(api, "POST", path + ":predict", deadline, body=body)
         if reply.status != 200:
-            code = _HTTP_TO_CODE.get(reply.status, f"HTTP_{reply.status}")
-            raise TFServingError(PROTOCOL, api, code,
-                                 f"HTTP {reply.status}: {_error_message(reply.body)}",
-                                 reached=True)
+            raise _http_error(api, reply)
         return reply.body
 
     def ping(self, path: str, deadline: Deadline) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The signature TF Serving uses when a request names none.
+DEFAULT_SIGNATURE = "serving_default"
+
 # ModelVersionStatus.State names, in lifecycle order (UNKNOWN is never produced by the server).
 VERSION_STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
 
