@@ -57,6 +57,8 @@ RUN_FLAGS = (
     ("--canary.batch-size", "canary.batch_size", "Golden examples sent per request."),
     ("--web.config.file", "web.config_file",
      "File with TLS and basic auth settings for the exporter's endpoint (Prometheus format)."),
+    ("--web.enable-lifecycle", "web.enable_lifecycle",
+     "Serve POST /-/reload (true or false); without basic auth it needs no credentials."),
     ("--log.level", "log.level", "Log level: debug, info, warn, error."),
     ("--log.format", "log.format", "Log format: logfmt or json."),
 )
@@ -247,7 +249,7 @@ def wait_for(stop: threading.Event) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from exporter.logsetup import configure_logging
-    from exporter.runtime import start_exporter
+    from exporter.runtime import InvalidConfig, start_exporter
 
     config = _load(args)
     if config is None:
@@ -264,12 +266,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except WebConfigError as err:
         print(f"tfserving-exporter: invalid web config file:\n{err}", file=sys.stderr)
         return 2
+    except InvalidConfig as err:
+        print(f"tfserving-exporter: invalid configuration:\n{err}", file=sys.stderr)
+        return 2
     except OSError as err:
         log.error("cannot listen on %s: %s", config.web.listen_address, err)
         return 1
-    # SIGHUP reloads, as Prometheus does; the work happens off the signal handler.
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
-        target=running.reload, name="reload", daemon=True).start())
+    # SIGHUP reloads, as Prometheus does; the work happens on the one reload thread, and a
+    # burst of signals costs one or two reloads, not one each.
+    signal.signal(signal.SIGHUP, lambda *_: running.request_reload())
     wait_for(stop)
     log.info("shutting down")
     running.stop()

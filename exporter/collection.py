@@ -20,6 +20,9 @@ from exporter.tfserving.types import TFServingError
 
 log = logging.getLogger(__name__)
 
+# Calls for different models run concurrently, this many at a time per protocol.
+WORKERS_PER_PROTOCOL = 8
+
 
 class _ErrorLog:
     """Logs a collector's error when it changes and once when it recovers."""
@@ -42,25 +45,32 @@ class Collection:
     """The TF Serving side of /metrics: collectors plus ``tfserving_up`` per protocol."""
 
     def __init__(self, clients: dict, collectors: list[ScrapeCollector], ping_paths: dict,
-                 models: Callable[[], list[str]], max_workers: int = 8) -> None:
+                 models: Callable[[], list[str]], workers_per_protocol: int = WORKERS_PER_PROTOCOL,
+                 dropped: Callable[[str, int], None] = lambda kind, count: None) -> None:
         self._models = models
         self.clients = clients  # protocol -> client with ping()
         self.collectors = collectors
         self._ping_paths = ping_paths  # protocol -> extra args for ping()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix="tfserving-call")
+        self._dropped = dropped
+        # A pool per protocol: REST calls stuck on a dripping server cannot take the workers
+        # that gRPC calls (and the gRPC ping) need, and the other way round.
+        self._executors = {
+            protocol: concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers_per_protocol, thread_name_prefix=f"tfserving-{protocol}")
+            for protocol in clients}
         self._errors = _ErrorLog()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in self._executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
         for client in self.clients.values():
             client.close()
 
     def collect(self, deadline: Deadline, budget: float) -> list[Metric]:
-        scrape = Scrape(deadline, self.clients, self._executor, self._models())
+        scrape = Scrape(deadline, self.clients, self._executors, self._models(), self._dropped)
         # Pinged alongside the collectors, so a collector stuck until the deadline cannot
         # make a protocol that still answers look down.
-        pings = [self._executor.submit(self._ping, scrape, protocol)
+        pings = [scrape.submit(protocol, lambda protocol=protocol: self._ping(scrape, protocol))
                  for protocol in sorted(self.clients)]
         success = GaugeMetricFamily(
             "tfserving_exporter_collector_success",

@@ -26,6 +26,8 @@ import yaml
 
 from exporter.addresses import parse_grpc_address, parse_listen_address, parse_rest_address
 from exporter.durations import format_duration, is_exact_duration, parse_duration
+from exporter.files import (CONFIG_FILE_MAX_BYTES, FileReadError, is_readable_regular_file,
+                            read_regular_file)
 from exporter.logsetup import LOG_FORMATS, LOG_LEVELS
 
 PROTOCOLS = ("grpc", "rest")
@@ -67,6 +69,7 @@ class NativeCollectorConfig:
     enabled: bool
     passthrough: bool
     max_passthrough_series: int
+    max_series: int
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class WebConfig:
     listen_address: str
     telemetry_path: str
     config_file: str  # absolute path of the TLS / basic auth file, or ""
+    enable_lifecycle: bool
 
 
 @dataclass(frozen=True)
@@ -392,12 +396,11 @@ def _readable_dir(path: str) -> str:
 def _readable_file(path: str) -> str:
     if not path:
         return path
-    try:
-        # Opening is the only honest readability test (permissions, directories, ACLs).
-        with open(path, "rb"):
-            pass
-    except OSError as err:
-        raise ValueError(f'cannot read "{path}": {err.strerror}') from None
+    # Opening is the only honest readability test (permissions, directories, ACLs); it does
+    # not block on a FIFO, which is refused like any file that is not a regular one.
+    problem = is_readable_regular_file(path)
+    if problem is not None:
+        raise ValueError(f'cannot read "{path}": {problem}')
     return path
 
 
@@ -480,8 +483,14 @@ SCHEMA: tuple[Setting, ...] = (
             doc="Series exported by the pass-through at most; the rest are counted in "
                 '`tfserving_exporter_dropped_total{kind="native_series"}`.',
             check=_positive_int),
+    Setting("collectors.native.max_series", INTEGER, 100000,
+            doc="Sample lines of the bridged families (requests, latencies, loads) exported "
+                "at most, whole series at a time; the rest are counted in "
+                '`tfserving_exporter_dropped_total{kind="native_series"}`.',
+            check=_positive_int),
     Setting("limits.max_models", INTEGER, 100,
-            doc="Models exported at most; the rest are counted as dropped.", check=_positive_int),
+            doc="Models exported at most, by every collector (configured models first on "
+                "TF Serving's page); the rest are counted as dropped.", check=_positive_int),
     Setting("limits.max_versions_per_model", INTEGER, 20,
             doc="Versions exported per model at most.", check=_positive_int),
     Setting("limits.max_signatures_per_version", INTEGER, 50,
@@ -533,6 +542,10 @@ SCHEMA: tuple[Setting, ...] = (
             doc="TLS and basic auth for the exporter's endpoint, in the format of "
                 "Prometheus' `--web.config.file` (README: Security). Read at start.",
             check=_readable_file, flag="--web.config.file", relative_to_config=True),
+    Setting("web.enable_lifecycle", BOOLEAN, True,
+            doc="Serve `POST /-/reload`. It needs no credentials unless basic auth is on "
+                "(`web.config_file`); set false to allow reloads by SIGHUP only.",
+            flag="--web.enable-lifecycle"),
     Setting("log.level", _Choice(LOG_LEVELS), "info",
             doc="Lowest level logged.", flag="--log.level"),
     Setting("log.format", _Choice(LOG_FORMATS), "logfmt",
@@ -578,8 +591,11 @@ class _Origin:
         return f"{self.file}: {path}{suffix}" if self.file else f"{path}{suffix}"
 
 
-def load_config(path: str | None, overrides: Mapping[str, object] | None = None) -> Config:
+def load_config(path: str | None, overrides: Mapping[str, object] | None = None,
+                reloading: bool = False) -> Config:
     """Load ``path`` (YAML; ``None`` for defaults only), apply ``overrides``, validate.
+    ``reloading``: an empty file is refused (see ``_read_yaml``) rather than read as
+    "all defaults", which it still means at startup.
 
     ``overrides`` maps dotted setting paths (``"tfserving.grpc_address"``, ``"models"``) to
     values; strings are parsed as flag text (``"true"``, ``"100"``), ``None`` means "not
@@ -592,7 +608,7 @@ def load_config(path: str | None, overrides: Mapping[str, object] | None = None)
 
     file_ok = True
     if path is not None:
-        document, file_ok = _read_yaml(path, problems)
+        document, file_ok = _read_yaml(path, problems, reject_empty=reloading)
         for key, value in _settings_in_document(document, path, problems).items():
             raw[key] = value
 
@@ -667,13 +683,19 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _read_yaml(path: str, problems: list[str]) -> tuple[object, bool]:
+def _read_yaml(path: str, problems: list[str], reject_empty: bool) -> tuple[object, bool]:
     """The parsed document and whether it could be read at all."""
     try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as err:
-        problems.append(f"{path}: cannot read config file: {err.strerror}")
+        data = read_regular_file(path, CONFIG_FILE_MAX_BYTES, consistent=True)
+    except FileReadError as err:
+        problems.append(f"{path}: cannot read config file: {err.reason}")
+        return None, False
+    if reject_empty and not data.strip():
+        # An editor that truncates before writing leaves this for a moment; applying it
+        # would switch every setting to its default. A file meant to hold only defaults
+        # says so with a comment or "{}".
+        problems.append(f"{path}: config file is empty (being rewritten?); write a comment "
+                        "or {} to run on defaults")
         return None, False
 
     loader = _StrictLoader(data)

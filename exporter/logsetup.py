@@ -13,8 +13,12 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
+from collections import OrderedDict
 from typing import IO, Iterator
+
+from exporter.textclip import clip_text
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("logfmt", "json")
@@ -30,6 +34,48 @@ _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _FIXED_KEYS = ("ts", "level", "logger", "msg", "exc")
+
+
+# A log line's message and each extra value are cut to this; a traceback to the second.
+MAX_MESSAGE_CHARS = 2048
+MAX_TRACEBACK_CHARS = 8192
+# Warnings and errors about one problem (same logger, level, message template and first
+# argument, e.g. "collector %s failed" for one collector) are logged once per window; the
+# first line after it says how many were held back. Bounded in the problems it remembers.
+RATE_LIMIT_SECONDS = 60.0
+_RATE_LIMIT_KEYS = 1024
+
+
+class RateLimit(logging.Filter):
+    """Keeps a problem that recurs on every scrape (a hostile reply, a broken file) from
+    writing a line per scrape: the log stays readable and its growth bounded."""
+
+    def __init__(self, window: float = RATE_LIMIT_SECONDS, clock=time.monotonic) -> None:
+        super().__init__()
+        self._window = window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[tuple, list] = OrderedDict()  # key -> [last logged, held]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        first = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        key = (record.name, record.levelno, str(record.msg)[:200], clip_text(str(first), 200))
+        now = self._clock()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is not None and now - entry[0] < self._window:
+                entry[1] += 1
+                return False
+            held = entry[1] if entry is not None else 0
+            self._seen[key] = [now, 0]
+            self._seen.move_to_end(key)
+            while len(self._seen) > _RATE_LIMIT_KEYS:
+                self._seen.popitem(last=False)
+        if held:
+            record.suppressed = held  # shown as suppressed=N: lines held back since the last
+        return True
 
 
 class _ExporterHandler(logging.StreamHandler):
@@ -54,6 +100,7 @@ def configure_logging(level: str, fmt: str, stream: IO[str] | None = None) -> lo
 
     handler = _ExporterHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(JSONFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.addFilter(RateLimit())
     logger.addHandler(handler)
     logger.setLevel(_LEVEL_NUMBERS[level])
     return logger
@@ -76,14 +123,16 @@ def _fields(record: logging.LogRecord,
     yield "ts", _timestamp(record)
     yield "level", _LEVEL_NAMES.get(record.levelno, record.levelname.lower())
     yield "logger", record.name
-    yield "msg", record.getMessage()
+    yield "msg", clip_text(record.getMessage(), MAX_MESSAGE_CHARS)
     for key, value in vars(record).items():
         if key in _STANDARD_ATTRS:
             continue
+        if isinstance(value, str):
+            value = clip_text(value, MAX_MESSAGE_CHARS)
         # extra={"level": ...} must not shadow the record's own level.
         yield (f"{key}_" if key in _FIXED_KEYS else key), value
     if record.exc_info:
-        yield "exc", formatter.formatException(record.exc_info)
+        yield "exc", clip_text(formatter.formatException(record.exc_info), MAX_TRACEBACK_CHARS)
     elif record.stack_info:
         yield "exc", record.stack_info
 

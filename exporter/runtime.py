@@ -15,6 +15,8 @@ from exporter.collectors.base import Limiter
 from exporter.collectors.metadata import MetadataCollector
 from exporter.collectors.native import NativeCollector
 from exporter.collectors.status import StatusCollector
+from exporter.files import FileReadError
+from exporter.reloader import CoalescingReloader
 from exporter.selfmetrics import SelfMetrics
 from exporter.server import ExporterState, Pipeline, create_app, serve
 from exporter.tfserving import protos
@@ -24,6 +26,12 @@ from exporter.tfserving.rest_client import RestClient
 from exporter.webconfig import BasicAuth, WebSettings, load_web_config, ssl_context
 
 log = logging.getLogger(__name__)
+
+# Stack of each thread the exporter starts (HTTP workers, call pools, canaries, reloads).
+# Python's recursion limit stops deep recursion at well under half of this (a JSON document
+# nested 1,000 deep parses in 512 KiB), and the default of 8 MiB would let a thread touch
+# far more memory than the pod has to spare.
+THREAD_STACK_BYTES = 1 << 20
 
 
 def build_clients(config, selfmetrics: SelfMetrics) -> dict:
@@ -84,7 +92,8 @@ def build_collection(config, selfmetrics: SelfMetrics, clients: dict,
         return model_limit.cap(sorted(source.models()))
 
     return Collection(clients, collectors, ping_paths={"rest": (tf.metrics_path,)},
-                      models=models)
+                      models=models,
+                      dropped=lambda kind, count: dropped.labels(kind).inc(count))
 
 
 def _summary(config) -> dict:
@@ -131,7 +140,10 @@ def build_pipeline(config, selfmetrics: SelfMetrics, strict_golden: bool) -> Bui
     """Clients, collectors and canaries for ``config``. With ``strict_golden`` a golden file
     that does not load rejects the whole configuration (a reload keeps the old one); at
     startup it is only reported, so the rest of the exporter still runs."""
-    clients = build_clients(config, selfmetrics)
+    try:
+        clients = build_clients(config, selfmetrics)
+    except FileReadError as err:  # a TLS file replaced since the config was checked
+        raise InvalidConfig([f"tfserving.grpc_tls: {err}"]) from None
     runner, canary_collector, golden_problems = build_canaries(config, clients)
     if golden_problems:
         if strict_golden:
@@ -165,7 +177,7 @@ class RunningExporter:
         self._config_path = config_path
         self._overrides = dict(overrides or {})
         self._lock = threading.Lock()
-        self._retired: list[threading.Timer] = []
+        self._reloader = CoalescingReloader(self.reload)
 
     @property
     def port(self) -> int:
@@ -175,6 +187,11 @@ class RunningExporter:
     def canary(self) -> CanaryRunner | None:
         return self._built.canary
 
+    def request_reload(self, wait: float | None = None) -> tuple[bool, str] | None:
+        """Reload through the one reload thread (SIGHUP, POST /-/reload): bursts of requests
+        are served by one run each time. See ``CoalescingReloader.request``."""
+        return self._reloader.request(wait)
+
     def reload(self) -> tuple[bool, str]:
         """Re-read the configuration (file, flags) and golden files. An invalid one is
         rejected whole: the running configuration stays, and a metric says so."""
@@ -183,7 +200,7 @@ class RunningExporter:
         selfmetrics = self.state.selfmetrics
         with self._lock:
             try:
-                config = load_config(self._config_path, self._overrides)
+                config = load_config(self._config_path, self._overrides, reloading=True)
                 built = build_pipeline(config, selfmetrics, strict_golden=True)
             except (ConfigError, InvalidConfig) as err:
                 selfmetrics.reload_successful.set(0)
@@ -197,28 +214,29 @@ class RunningExporter:
                             config.web.listen_address)
             built.pipeline.summary["Web"] = self._built.pipeline.summary.get("Web", "")
             old, self._built, self._config = self._built, built, config
-            self.state.pipeline = built.pipeline
+            self.state.enable_lifecycle = config.web.enable_lifecycle
             built.start()
-            # Scrapes already running keep the old pipeline until their deadline.
-            retire = threading.Timer(old.pipeline.timeout + 1.0, old.close)
-            retire.daemon = True
-            retire.start()
-            self._retired = [t for t in self._retired if t.is_alive()] + [retire]
+            if old.canary is not None:
+                old.canary.stop()  # its results are not read any more
+            self.state.replace(built.pipeline, old.close)
             selfmetrics.reload_successful.set(1)
             selfmetrics.reload_success_time.set_to_current_time()
             log.info("configuration reloaded")
             return True, "configuration reloaded"
 
     def stop(self) -> None:
+        self._reloader.close()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
-        with self._lock:
-            for timer in self._retired:
-                if timer.is_alive():
-                    timer.cancel()
-                    timer.function()
+        # A reload cannot hang (files are read without blocking), but stopping must not
+        # depend on that.
+        locked = self._lock.acquire(timeout=5)
+        try:
             self._built.close()
+        finally:
+            if locked:
+                self._lock.release()
 
 
 def start_exporter(config, config_path: str | None = None,
@@ -227,6 +245,7 @@ def start_exporter(config, config_path: str | None = None,
     ``overrides`` are what ``config`` was loaded from, for reloads. Raises WebConfigError for
     an unusable web config file, OSError when the address cannot be bound."""
     protos.load_all()  # fail at startup, not on the first scrape, if the protos are missing
+    threading.stack_size(THREAD_STACK_BYTES)
     web = load_web_config(config.web.config_file) if config.web.config_file else WebSettings()
     selfmetrics = SelfMetrics()
     built = build_pipeline(config, selfmetrics, strict_golden=False)
@@ -243,7 +262,8 @@ def start_exporter(config, config_path: str | None = None,
     thread.start()
     built.start()
     running = RunningExporter(state, built, server, thread, config, config_path, overrides)
-    state.reload = running.reload
+    state.reload = running.request_reload
+    state.enable_lifecycle = config.web.enable_lifecycle
     state.ready.set()
     log.info("listening", extra={"address": f"{host or '0.0.0.0'}:{server.server_address[1]}",
                                  "telemetry_path": config.web.telemetry_path,

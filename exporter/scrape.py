@@ -7,10 +7,32 @@ import threading
 from typing import Callable, Iterable, TypeVar
 
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.types import TFServingError, VersionStatus
+from exporter.tfserving.types import VERSION_STATES, TFServingError, VersionStatus
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_STATE_RANK = {state: rank for rank, state in enumerate(VERSION_STATES)}
+
+
+def unique_versions(statuses: list[VersionStatus]) -> tuple[list[VersionStatus], int]:
+    """One entry per version, and how many duplicates were left out.
+
+    TF Serving never lists a version twice; a reply that does is broken, and exporting both
+    would give two series of one version with conflicting values. The entry kept does not
+    depend on the reply's order: the furthest lifecycle state wins, then the error.
+    """
+    best: dict[int, VersionStatus] = {}
+    for status in statuses:
+        kept = best.get(status.version)
+        if kept is None or _rank(status) > _rank(kept):
+            best[status.version] = status
+    return list(best.values()), len(statuses) - len(best)
+
+
+def _rank(status: VersionStatus) -> tuple:
+    return (_STATE_RANK.get(status.state, -1), status.error_code != "OK", status.error_code,
+            status.error_message, status.state)
 
 
 class Scrape:
@@ -21,12 +43,14 @@ class Scrape:
     collector reuses what the status collector fetched.
     """
 
-    def __init__(self, deadline: Deadline, clients: dict, executor: concurrent.futures.Executor,
-                 models: list[str]) -> None:
+    def __init__(self, deadline: Deadline, clients: dict,
+                 executors: dict[str, concurrent.futures.Executor], models: list[str],
+                 dropped: Callable[[str, int], None] = lambda kind, count: None) -> None:
         self.deadline = deadline
         self.models = models  # the (capped) model names this scrape covers
         self.clients = clients  # protocol -> GrpcClient | RestClient
-        self._executor = executor
+        self._executors = executors  # protocol -> its own bounded pool
+        self._dropped = dropped
         self._lock = threading.Lock()
         self.reached: dict[str, bool] = {}
         self._status_memo: dict[str, list[VersionStatus]] = {}
@@ -53,7 +77,10 @@ class Scrape:
             cached = self._status_memo.get(model)
         if cached is not None:
             return cached
-        statuses = self.call(protocol, self.client(protocol).model_status, model)
+        statuses, duplicates = unique_versions(
+            self.call(protocol, self.client(protocol).model_status, model))
+        if duplicates:
+            self._dropped("duplicate_version", duplicates)
         with self._lock:
             self._status_memo[model] = statuses
         return statuses
@@ -63,20 +90,38 @@ class Scrape:
         with self._lock:
             return self._status_memo.get(model)
 
-    def map(self, function: Callable[[T], R], items: Iterable[T]) -> list[tuple[T, R | BaseException]]:
-        """Apply ``function`` to items concurrently; each result is a value or the exception it
-        raised. Waits no longer than the scrape deadline (calls carry that deadline too)."""
+    def submit(self, protocol: str, function: Callable[[], R]) -> concurrent.futures.Future:
+        """Run ``function`` on the protocol's pool, unless this scrape's deadline has passed by
+        the time a worker takes it: work queued behind stuck calls is dropped, not done late."""
+        def bounded() -> R:
+            if self.deadline.expired():
+                raise _expired()
+            return function()
+        return self._executors[protocol].submit(bounded)
+
+    def map(self, protocol: str, function: Callable[[T], R],
+            items: Iterable[T]) -> list[tuple[T, R | BaseException]]:
+        """Apply ``function`` to items concurrently on the protocol's pool; each result is a
+        value or the exception it raised. Returns by the scrape deadline: what has not
+        finished then is abandoned (its calls carry the same deadline and end by themselves)."""
         items = list(items)
-        futures = [self._executor.submit(function, item) for item in items]
+        futures = [self.submit(protocol, lambda item=item: function(item)) for item in items]
+        concurrent.futures.wait(futures, timeout=max(self.deadline.remaining(), 0))
         results: list[tuple[T, R | BaseException]] = []
         for item, future in zip(items, futures):
-            try:
-                results.append((item, future.result(timeout=max(self.deadline.remaining(), 0)
-                                                    + 0.5)))
-            except concurrent.futures.TimeoutError:
+            if not future.done():
                 future.cancel()
-                results.append((item, TFServingError("exporter", "scrape", "DEADLINE_EXCEEDED",
-                                                     "scrape deadline passed", reached=False)))
+                results.append((item, _expired()))
+                continue
+            try:
+                results.append((item, future.result()))
+            except concurrent.futures.CancelledError:
+                results.append((item, _expired()))
             except Exception as err:  # noqa: BLE001 - handed to the collector to report
                 results.append((item, err))
         return results
+
+
+def _expired() -> TFServingError:
+    return TFServingError("exporter", "scrape", "DEADLINE_EXCEEDED", "scrape deadline passed",
+                          reached=False)

@@ -14,6 +14,12 @@ from exporter import __version__
 PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+# tfserving_exporter_dropped_total{kind}: the first five are limits.* caps; duplicate_version
+# counts version entries a status reply listed twice; native_invalid counts samples of TF
+# Serving's page that would make /metrics invalid (NaN counters, broken histograms, ...).
+DROP_KINDS = ("model", "version", "signature", "tensor", "native_series", "duplicate_version",
+              "native_invalid")
+
 # `*_created` series double the exposition for no use on a sidecar that restarts with its pod.
 disable_created_metrics()
 
@@ -41,9 +47,9 @@ class SelfMetrics:
         )
         self.dropped = Counter(
             "tfserving_exporter_dropped_total",
-            "Items TF Serving reported that were left out of /metrics because a "
-            "configured limit was reached, by kind (model, version, signature, tensor, "
-            "native_series).",
+            "Items TF Serving reported that were left out of /metrics, by kind: a "
+            "configured limit was reached (model, version, signature, tensor, "
+            "native_series), or the item was invalid (duplicate_version, native_invalid).",
             ["kind"],
             registry=self.registry,
         )
@@ -63,7 +69,9 @@ class SelfMetrics:
             registry=self.registry)
         self.reload_successful.set(1)
         self.reload_success_time.set_to_current_time()
-        for kind in ("model", "version", "signature", "tensor", "native_series"):
+        for reason in ("too_many_concurrent_scrapes", "internal"):
+            self.scrape_errors.labels(reason)
+        for kind in DROP_KINDS:
             self.dropped.labels(kind)
 
     def observe_call(self, protocol: str, api: str, seconds: float) -> None:

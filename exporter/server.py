@@ -1,7 +1,7 @@
 """The exporter's HTTP side: /metrics, /-/healthy, /-/ready and a landing page.
 
 ``create_app`` returns a plain WSGI application so tests can drive it directly;
-``serve`` runs it on a threading server.
+``serve`` runs it on the bounded server of exporter.http_server.
 """
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ from __future__ import annotations
 import gzip
 import html
 import logging
-import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
 from typing import Callable, Iterable
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.collection import Collection
 from exporter.exposition import encode
+from exporter.http_server import HTTPServer
 from exporter.selfmetrics import SelfMetrics
 from exporter.tfserving.deadline import Deadline, scrape_budget
 from exporter.webconfig import BasicAuth
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT_SCRAPES = 4
 
 
-@dataclass
+@dataclass(eq=False)
 class Pipeline:
     """Everything that follows from one configuration; a reload swaps in a new one whole."""
 
@@ -39,6 +39,9 @@ class Pipeline:
     timeout: float
     timeout_offset: float
     summary: dict = field(default_factory=dict)  # shown on the landing page, no secrets
+    # Requests using this pipeline now, and what closes it once it is retired and unused.
+    users: int = 0
+    closer: Callable[[], None] | None = None
 
 
 @dataclass
@@ -46,8 +49,38 @@ class ExporterState:
     pipeline: Pipeline
     selfmetrics: SelfMetrics
     ready: threading.Event = field(default_factory=threading.Event)
-    # Applies the configuration anew; returns (applied, message). None: reload not possible.
-    reload: Callable[[], tuple[bool, str]] | None = None
+    # Asks for a reload and waits up to the given seconds; returns (applied, message), or
+    # None when it has not finished by then. None: reload not possible.
+    reload: Callable[[float], tuple[bool, str] | None] | None = None
+    enable_lifecycle: bool = True
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def enter(self) -> Pipeline:
+        """The current pipeline, held until ``leave``: a reload cannot close it under a
+        request that is using it."""
+        with self._lock:
+            self.pipeline.users += 1
+            return self.pipeline
+
+    def leave(self, pipeline: Pipeline) -> None:
+        with self._lock:
+            pipeline.users -= 1
+            closer = pipeline.closer if pipeline.users == 0 else None
+            if closer is not None:
+                pipeline.closer = None
+        if closer is not None:
+            closer()
+
+    def replace(self, new: Pipeline, close_old: Callable[[], None]) -> None:
+        """Serve ``new`` from now on; the old pipeline is closed as soon as no request uses
+        it (at once when none does), so reloads never pile up pipelines."""
+        with self._lock:
+            old, self.pipeline = self.pipeline, new
+            if old.users:
+                old.closer = close_old
+                close_old = None
+        if close_old is not None:
+            close_old()
 
 
 def _response(start_response, status: str, body: bytes, content_type: str = "text/plain; charset=utf-8",
@@ -79,17 +112,60 @@ def _landing_page(pipeline: Pipeline) -> bytes:
 """.encode()
 
 
+def accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` header accepts gzip (RFC 9110 12.5.3): codings are
+    case-insensitive, ``q=0`` refuses one, and ``*`` stands for any coding not listed."""
+    explicit, wildcard = None, None
+    for item in header.split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+                if not 0 <= quality <= 1:  # also NaN
+                    quality = 0.0
+        if coding in ("gzip", "x-gzip"):
+            explicit = quality if explicit is None else max(explicit, quality)
+        elif coding == "*":
+            wildcard = quality
+    if explicit is not None:
+        return explicit > 0
+    return wildcard is not None and wildcard > 0
+
+
 # No endpoint takes a request body; anything announcing more than this is refused unread.
 MAX_REQUEST_BODY_BYTES = 64 * 1024
 # Health and readiness stay open so kubelet probes work without credentials; they tell
 # nothing but "up".
 _UNAUTHENTICATED_PATHS = frozenset({"/-/healthy", "/-/ready"})
+# How long POST /-/reload waits for its reload to be applied before answering 503.
+RELOAD_WAIT_SECONDS = 30.0
 
 
 def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
     scrape_slots = threading.BoundedSemaphore(MAX_CONCURRENT_SCRAPES)
 
+    def render(families, environ) -> tuple[bytes, str]:
+        accept = environ.get("HTTP_ACCEPT", "")
+        try:
+            return encode(families, [state.selfmetrics.registry], accept)
+        except Exception:  # noqa: BLE001 - a value no collector should have let through
+            log.exception("rendering the scrape failed; serving the exporter's own metrics")
+            state.selfmetrics.scrape_errors.labels("internal").inc()
+            return encode([], [state.selfmetrics.registry], accept)
+
     def metrics(environ, start_response, pipeline: Pipeline):
+        headers = [("Vary", "Accept-Encoding")]
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            # HEAD is for "is it there": no scrape, so no calls to TF Serving.
+            content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))[1]
+            start_response("200 OK", [("Content-Type", content_type)] + headers)
+            return [b""]
         budget = scrape_budget(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"),
                                pipeline.timeout_offset, pipeline.timeout)
         deadline = Deadline.after(budget)
@@ -105,21 +181,38 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
             families = []
         finally:
             scrape_slots.release()
-        body, content_type = encode(families, [state.selfmetrics.registry],
-                                    environ.get("HTTP_ACCEPT", ""))
-        extra = []
-        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+        body, content_type = render(families, environ)
+        if accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", "")):
             body = gzip.compress(body, compresslevel=1)
-            extra.append(("Content-Encoding", "gzip"))
-        return _response(start_response, "200 OK", body, content_type, extra)
+            headers.append(("Content-Encoding", "gzip"))
+        return _response(start_response, "200 OK", body, content_type, headers)
 
     def reload(start_response):
+        if not state.enable_lifecycle:
+            return _response(start_response, "403 Forbidden",
+                             b"the lifecycle API is not enabled (web.enable_lifecycle); "
+                             b"send SIGHUP to reload\n")
         if state.reload is None:
             return _response(start_response, "503 Service Unavailable",
                              b"reloading is not available\n")
-        applied, message = state.reload()
+        result = state.reload(RELOAD_WAIT_SECONDS)
+        if result is None:
+            return _response(start_response, "503 Service Unavailable",
+                             b"the reload has not finished yet; see the log and "
+                             b"tfserving_exporter_config_last_reload_successful\n",
+                             extra=[("Retry-After", "5")])
+        applied, message = result
         status = "200 OK" if applied else "500 Internal Server Error"
         return _response(start_response, status, (message + "\n").encode())
+
+    def refused(start_response, verdict: str):
+        if verdict == "throttled":
+            return _response(start_response, "429 Too Many Requests",
+                             b"too many failed logins; try again later\n",
+                             extra=[("Retry-After", "1")])
+        return _response(start_response, "401 Unauthorized", b"Unauthorized\n",
+                         extra=[("WWW-Authenticate",
+                                 'Basic realm="tfserving-exporter", charset="UTF-8"')])
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
@@ -129,14 +222,12 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
         except ValueError:
             body_size = MAX_REQUEST_BODY_BYTES + 1
         if body_size > MAX_REQUEST_BODY_BYTES or len(environ.get("QUERY_STRING", "")) > 4096:
-            # wsgiref answers HTTP/1.0 and closes each connection, so an unread body cannot
-            # spill into a next request.
-            return _response(start_response, "413 Content Too Large", b"request too large\n")
-        if auth is not None and path not in _UNAUTHENTICATED_PATHS \
-                and not auth.allows(environ.get("HTTP_AUTHORIZATION")):
-            return _response(start_response, "401 Unauthorized", b"Unauthorized\n",
-                             extra=[("WWW-Authenticate",
-                                     'Basic realm="tfserving-exporter", charset="UTF-8"')])
+            return _response(start_response, "413 Content Too Large", b"request too large\n",
+                             extra=[("Connection", "close")])
+        if auth is not None and path not in _UNAUTHENTICATED_PATHS:
+            verdict = auth.check(environ.get("HTTP_AUTHORIZATION"))
+            if verdict != "ok":
+                return refused(start_response, verdict)
         if path == "/-/reload":
             if method not in ("POST", "PUT"):
                 return _response(start_response, "405 Method Not Allowed",
@@ -145,66 +236,29 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
         if method not in ("GET", "HEAD"):
             return _response(start_response, "405 Method Not Allowed",
                              b"only GET and HEAD are supported\n", extra=[("Allow", "GET, HEAD")])
-        pipeline = state.pipeline  # one consistent configuration for the whole request
-        if path == pipeline.telemetry_path:
-            return metrics(environ, start_response, pipeline)
+        pipeline = state.enter()  # one consistent configuration for the whole request
+        try:
+            if path == pipeline.telemetry_path:
+                return metrics(environ, start_response, pipeline)
+            if path == "/":
+                return _response(start_response, "200 OK", _landing_page(pipeline),
+                                 "text/html; charset=utf-8")
+        finally:
+            state.leave(pipeline)
         if path == "/-/healthy":
             return _response(start_response, "200 OK", b"Healthy\n")
         if path == "/-/ready":
             if state.ready.is_set():
                 return _response(start_response, "200 OK", b"Ready\n")
             return _response(start_response, "503 Service Unavailable", b"Not ready\n")
-        if path == "/":
-            return _response(start_response, "200 OK", _landing_page(pipeline),
-                             "text/html; charset=utf-8")
         return _response(start_response, "404 Not Found", b"404 page not found\n")
 
     return app
 
 
-# A TLS handshake that has not finished by then is dropped (a slow client must not hold a
-# request thread).
-_TLS_HANDSHAKE_SECONDS = 10.0
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):
-            # The handshake runs here, in the request's own thread, not in accept().
-            self.request.settimeout(_TLS_HANDSHAKE_SECONDS)
-            self.request.do_handshake()
-            self.request.settimeout(None)
-        super().setup()
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    tls_context: ssl.SSLContext | None = None
-
-    def get_request(self):
-        connection, address = super().get_request()
-        if self.tls_context is not None:
-            connection = self.tls_context.wrap_socket(connection, server_side=True,
-                                                      do_handshake_on_connect=False)
-        return connection, address
-
-    def handle_error(self, request, client_address) -> None:
-        # Failed TLS handshakes and clients hanging up are routine; they are not worth a trace.
-        log.debug("request from %s failed", client_address, exc_info=True)
-
-
-class _ThreadingServerV6(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-
 def serve(app: Callable, host: str, port: int,
-          tls_context: ssl.SSLContext | None = None) -> WSGIServer:
-    """Bind now (so errors surface at startup) and return the server; call serve_forever()."""
-    server_class = _ThreadingServerV6 if ":" in host else _ThreadingServer
-    server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
-    server.tls_context = tls_context
-    return server
+          tls_context: ssl.SSLContext | None = None) -> HTTPServer:
+    """Bind now (so errors surface at startup) and return the server; call serve_forever().
+
+    The server's bounds (threads, connections, timeouts) are in exporter.http_server."""
+    return HTTPServer(app, host, port, tls_context)

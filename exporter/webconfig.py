@@ -11,21 +11,27 @@ The file follows the shape Prometheus and its exporters use::
     basic_auth_users:
       prometheus: $2b$12$...                         # bcrypt hash (htpasswd -nBC 12 "" | tr -d ':\\n')
 
-Passwords are checked with bcrypt, which is slow on purpose; a successful check is remembered
-(keyed by a SHA-256 of the credentials, never the password itself) so scrapes stay cheap.
+Passwords are checked with bcrypt, which is slow on purpose; successful and failed checks are
+remembered (keyed by an HMAC of the credentials, never the password itself) and unknown ones
+are throttled, so scrapes stay cheap and a password flood cannot take the CPU (``BasicAuth``).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import ssl
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import yaml
+
+from exporter.files import (SMALL_FILE_MAX_BYTES, FileReadError, is_readable_regular_file,
+                            read_regular_file)
 
 CLIENT_AUTH_TYPES = {
     "NoClientCert": ssl.CERT_NONE,
@@ -70,8 +76,9 @@ def _path(value, where: str, base: str, problems: list[str]) -> str:
         problems.append(f"{where}: expected a file path")
         return ""
     path = value if os.path.isabs(value) else os.path.join(base, value)
-    if not os.access(path, os.R_OK):
-        problems.append(f'{where}: cannot read "{path}"')
+    problem = is_readable_regular_file(path)  # a FIFO would block the TLS setup for good
+    if problem is not None:
+        problems.append(f'{where}: cannot read "{path}": {problem}')
     return path
 
 
@@ -122,10 +129,11 @@ def load_web_config(path: str) -> WebSettings:
     """Read and check the file; WebConfigError lists every problem."""
     problems: list[str] = []
     try:
-        with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle)
-    except OSError as err:
-        raise WebConfigError([f"{path}: cannot read web config file: {err.strerror}"]) from None
+        raw = yaml.safe_load(read_regular_file(path, SMALL_FILE_MAX_BYTES).decode("utf-8"))
+    except FileReadError as err:
+        raise WebConfigError([f"{path}: cannot read web config file: {err.reason}"]) from None
+    except UnicodeDecodeError:
+        raise WebConfigError([f"{path}: not UTF-8 text"]) from None
     except yaml.YAMLError as err:
         raise WebConfigError([f"{path}: invalid YAML: {err}"]) from None
     if raw is None:
@@ -160,15 +168,60 @@ def ssl_context(tls: TLSSettings) -> ssl.SSLContext:
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic`` headers against bcrypt hashes, remembering recent
-    successes (bounded) so a scrape does not pay bcrypt's cost every time."""
+    """Checks ``Authorization: Basic`` headers against bcrypt hashes, cheaply for repeats.
 
-    def __init__(self, users: dict[str, bytes], remember: int = 64) -> None:
+    bcrypt is slow on purpose (~0.25 CPU-s at cost 12), so a flood of wrong passwords must not
+    buy one check each. ``check()`` answers "ok", "denied" or "throttled":
+
+    - credentials verified before are remembered (bounded LRU) and pass without bcrypt; failures
+      never evict them;
+    - recent failures are remembered too (bounded LRU) and are refused without bcrypt;
+    - anything else needs a token from a bucket (``checks_per_second``, ``burst``) and the single
+      bcrypt slot (waiting at most ``wait`` seconds); without either it is "throttled", unchecked,
+      and the caller should answer 429 with Retry-After rather than 401.
+
+    Both caches are keyed by an HMAC-SHA256 of the header under a random per-process key: the
+    password is never stored, and the keys are useless outside this process. Unknown users are
+    checked against a dummy hash of the same cost, under the same throttle, so a refusal takes
+    as long whether or not the user exists.
+    """
+
+    OK, DENIED, THROTTLED = "ok", "denied", "throttled"
+    # Credentials remembered as good: a handful of Prometheus servers and a person or two.
+    REMEMBER_VERIFIED = 64
+    # Wrong credentials remembered: a flood repeating a few headers costs no bcrypt at all;
+    # 1024 x ~100 bytes is nothing, and a flood of always-new headers is the bucket's job.
+    REMEMBER_FAILURES = 1024
+    # bcrypt checks of not-yet-known credentials: 2 a second is ~half a core at cost 12, and
+    # a burst of 4 lets a few Prometheus replicas log in at once after a restart.
+    CHECKS_PER_SECOND = 2.0
+    BURST = 4
+    # One bcrypt check at a time; a request that cannot start its check this soon is
+    # throttled rather than holding an HTTP handler thread.
+    WAIT_SECONDS = 0.5
+
+    def __init__(self, users: dict[str, bytes], remember: int = REMEMBER_VERIFIED, *,
+                 remember_failures: int = REMEMBER_FAILURES,
+                 checks_per_second: float = CHECKS_PER_SECOND, burst: int = BURST,
+                 wait: float = WAIT_SECONDS, clock=time.monotonic) -> None:
         self._users = users
         self._remember = remember
+        self._remember_failures = remember_failures
         self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._failed: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
         self._dummy: bytes | None = None
+        self._key = os.urandom(32)
+        self._rate = checks_per_second
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._refilled = clock()
+        self._wait = wait
+        self._slot = threading.BoundedSemaphore(1)
+        # bcrypt checks done (including dummy ones), and requests refused unchecked.
+        self.checks = 0
+        self.throttled = 0
 
     def _dummy_hash(self) -> bytes:
         # Unknown users are checked against a real hash of the same cost, so a failed login
@@ -181,31 +234,77 @@ class BasicAuth:
         return self._dummy
 
     def allows(self, header: str | None) -> bool:
-        if not header or not header.startswith("Basic "):
-            return False
-        try:
-            decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        user, separator, password = decoded.partition(":")
-        if not separator:
-            return False
-        key = hashlib.sha256(header.encode()).digest()
+        return self.check(header) == self.OK
+
+    def _remembered(self, key: bytes) -> str | None:
         with self._lock:
             if key in self._verified:
                 self._verified.move_to_end(key)
-                return True
-        import bcrypt
+                return self.OK
+            if key in self._failed:
+                self._failed.move_to_end(key)
+                return self.DENIED
+        return None
 
-        hashed = self._users.get(user)
+    def _take_token(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
+            self._refilled = now
+            if self._tokens < 1.0:
+                self.throttled += 1
+                return False
+            self._tokens -= 1.0
+            return True
+
+    def _remember_result(self, key: bytes, ok: bool) -> None:
+        with self._lock:
+            cache, size = (self._verified, self._remember) if ok else \
+                (self._failed, self._remember_failures)
+            cache[key] = None
+            cache.move_to_end(key)
+            while len(cache) > size:
+                cache.popitem(last=False)
+
+    def check(self, header: str | None) -> str:
+        """"ok", "denied" (wrong or malformed credentials: 401) or "throttled" (not checked:
+        too many unknown credentials lately, or the bcrypt slot is busy: 429)."""
+        if not header or not header.startswith("Basic "):
+            return self.DENIED
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed or self._dummy_hash()) \
-                and hashed is not None
-        except ValueError:
-            ok = False
-        if ok:
+            decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return self.DENIED
+        user, separator, password = decoded.partition(":")
+        if not separator:
+            return self.DENIED
+        key = hmac.new(self._key, header.encode("utf-8", "surrogatepass"),
+                       hashlib.sha256).digest()
+        remembered = self._remembered(key)
+        if remembered is not None:
+            return remembered
+        if not self._take_token():
+            return self.THROTTLED
+        if not self._slot.acquire(timeout=self._wait):
             with self._lock:
-                self._verified[key] = None
-                while len(self._verified) > self._remember:
-                    self._verified.popitem(last=False)
-        return ok
+                self.throttled += 1
+            return self.THROTTLED
+        try:
+            # Another request may have checked the same header while this one waited.
+            remembered = self._remembered(key)
+            if remembered is not None:
+                return remembered
+            import bcrypt
+
+            hashed = self._users.get(user)
+            with self._lock:
+                self.checks += 1
+            try:
+                ok = bcrypt.checkpw(password.encode(), hashed or self._dummy_hash()) \
+                    and hashed is not None
+            except ValueError:  # e.g. a password bcrypt refuses (longer than 72 bytes)
+                ok = False
+            self._remember_result(key, ok)
+        finally:
+            self._slot.release()
+        return self.OK if ok else self.DENIED

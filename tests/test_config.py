@@ -43,7 +43,7 @@ INVALID_FILES = {
     "unknown_key.yaml": ['unknown_key.yaml: tfserving.grpc_adress: unknown key (did you mean "grpc_address"?)'],
     "unknown_section.yaml": ['unknown_section.yaml: colectors: unknown key (did you mean "collectors"?)'],
     "unknown_key_no_suggestion.yaml": [
-        "unknown_key_no_suggestion.yaml: web.tls_config: unknown key (valid keys: listen_address, telemetry_path, config_file)"],
+        "unknown_key_no_suggestion.yaml: web.tls_config: unknown key (valid keys: listen_address, telemetry_path, config_file, enable_lifecycle)"],
     "section_not_a_mapping.yaml": ["section_not_a_mapping.yaml: limits: expected a mapping, got integer"],
     "not_a_mapping.yaml": ["not_a_mapping.yaml: top level must be a mapping of sections, got list"],
     "yaml_syntax.yaml": ["yaml_syntax.yaml:3:4: invalid YAML: expected <block end>, but found '<block mapping start>'"],
@@ -185,7 +185,7 @@ def test_full_file_sets_every_value_normalised(in_testdata):
     assert config.collectors.metadata == CollectorConfig(enabled=False, protocol="rest")
     assert config.limits == config_module.LimitsConfig(10, 5, 7, 30)
     assert config.web == config_module.WebConfig("127.0.0.1:19850", "/exporter/metrics",
-                                                 os.path.join(TESTDATA, "web.yaml"))
+                                                 os.path.join(TESTDATA, "web.yaml"), False)
     assert config.log == config_module.LogConfig("debug", "json")
     assert config.warnings == ()
 

@@ -11,7 +11,9 @@ from exporter.tfserving.deadline import MIN_CALL_SECONDS, Deadline, scrape_budge
     ("10", 0.5, 30.0, 9.5),             # header minus offset
     ("10", 0.5, 5.0, 5.0),              # capped by config
     ("2.5", 0.5, 10.0, 2.0),
-    ("0.4", 0.5, 10.0, MIN_CALL_SECONDS),  # offset larger than the timeout: fail fast, not never
+    ("0.4", 0.5, 10.0, 0.2),            # offset larger than the timeout: half the timeout
+    ("0.8", 0.5, 10.0, 0.4),            # offset leaves less than half: half the timeout
+    ("0.002", 0.5, 10.0, MIN_CALL_SECONDS),  # never below the shortest useful call
     ("abc", 0.5, 10.0, 10.0),           # unparsable header is ignored
     ("-3", 0.5, 10.0, 10.0),
     ("nan", 0.5, 10.0, 10.0),

@@ -30,6 +30,7 @@ from exporter.canary.golden_write import golden_document, write_golden
 from exporter.canary.json_tensor import dumps_compact
 from exporter.canary.records import Provenance, Tolerance
 from exporter.canary.reply_json import parse_rest_predict_reply
+from exporter.files import FileReadError, read_regular_file
 from exporter.canary.request_json import merge_requests
 from exporter.tfserving.types import TensorSpec
 
@@ -122,15 +123,20 @@ def load_golden(path: str) -> GoldenSet:
 
 
 def _read_capped(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as error:
-        raise GoldenError([f"{path}: cannot read golden file: {error.strerror or error}"]) from None
-    if len(raw) > MAX_FILE_BYTES:
+    if (size := _size(path)) is not None and size > MAX_FILE_BYTES:
         raise GoldenError([f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB; put large arrays "
                            "in a data .npz (write_golden(..., npz=True))"])
-    return raw
+    try:
+        return read_regular_file(path, MAX_FILE_BYTES, consistent=True)
+    except FileReadError as error:
+        raise GoldenError([f"{path}: cannot read golden file: {error.reason}"]) from None
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
 
 
 def parse_golden_json(raw: bytes, path: str):

@@ -14,6 +14,7 @@ import zipfile
 import numpy as np
 
 from exporter.canary.json_tensor import shape_text
+from exporter.files import is_readable_regular_file
 
 # Uncompressed size, as the archive declares it; a golden set lives in a sidecar with a
 # 100 MiB memory budget, so anything near this is a mistake, not a golden set.
@@ -22,6 +23,9 @@ MAX_NPZ_BYTES = 256 << 20
 
 def read_npz(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
     """Arrays by key and problems (already prefixed with the field they concern)."""
+    problem = is_readable_regular_file(path)  # never blocks: a FIFO is refused, not waited on
+    if problem is not None:
+        return {}, [f'data: cannot read "{path}": {problem}']
     try:
         with open(path, "rb") as handle:
             magic = handle.read(4)

@@ -30,8 +30,14 @@ class Limiter:
         self._kind = kind
         self.limit = limit
 
-    def cap(self, items: list) -> list:
+    def cap(self, items: list, count: bool = True) -> list:
+        """The first ``limit`` items; with ``count`` the rest are counted as dropped now
+        (without, the caller counts them with ``count()`` when it reports them)."""
         if len(items) <= self.limit:
             return items
-        self._counter.labels(self._kind).inc(len(items) - self.limit)
+        if count:
+            self.count(len(items) - self.limit)
         return items[: self.limit]
+
+    def count(self, dropped: int) -> None:
+        self._counter.labels(self._kind).inc(dropped)

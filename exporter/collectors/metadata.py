@@ -18,7 +18,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import CollectorError, Limiter
 from exporter.scrape import Scrape
-from exporter.tfserving.types import Signature, TensorSpec, TFServingError
+from exporter.textclip import clip_text
+from exporter.tfserving.types import Signature, SignatureMap, TensorSpec, TFServingError
 
 _METHOD_PREFIX = "tensorflow/serving/"
 
@@ -42,25 +43,45 @@ def shape_label(shape: tuple[int, ...] | None) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-class SignatureCache:
-    """Signatures by (model, version), pruned to the versions seen AVAILABLE last time."""
+# Tensors held by the cache and exported per scrape, over all versions: far above a real
+# server (a few tensors per signature), and a fixed bound on memory (~150 bytes each) and on
+# the page whatever TF Serving's metadata replies hold.
+MAX_TENSOR_SERIES = 100_000
+# Label values taken from metadata replies (signature names, aliases, shapes) are cut here.
+MAX_LABEL_CHARS = 256
 
-    def __init__(self) -> None:
+
+def _tensor_count(signatures: dict[str, Signature]) -> int:
+    return sum(len(s.inputs) + len(s.outputs) for s in signatures.values())
+
+
+class SignatureCache:
+    """Signatures by (model, version), pruned to the versions seen AVAILABLE last time, and
+    holding at most ``max_tensors`` tensors in all (a version that does not fit is fetched
+    again on each scrape instead)."""
+
+    def __init__(self, max_tensors: int = MAX_TENSOR_SERIES) -> None:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, int], dict[str, Signature]] = {}
+        self._tensors = 0
+        self._max_tensors = max_tensors
 
     def get(self, key: tuple[str, int]) -> dict[str, Signature] | None:
         with self._lock:
             return self._entries.get(key)
 
     def put(self, key: tuple[str, int], signatures: dict[str, Signature]) -> None:
+        size = _tensor_count(signatures)
         with self._lock:
+            if key in self._entries or self._tensors + size > self._max_tensors:
+                return
             self._entries[key] = signatures
+            self._tensors += size
 
     def keep_only(self, keys: set[tuple[str, int]]) -> None:
         with self._lock:
             for key in set(self._entries) - keys:
-                del self._entries[key]
+                self._tensors -= _tensor_count(self._entries.pop(key))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -92,10 +113,29 @@ class MetadataCollector:
         cached = self._cache.get(key)
         if cached is None:
             model, version = key
-            cached = scrape.call(self.protocol, scrape.client(self.protocol).model_metadata,
-                                 model, version)
+            fetched = scrape.call(self.protocol, scrape.client(self.protocol).model_metadata,
+                                  model, version)
+            cached = self._within_limits(fetched)
             self._cache.put(key, cached)
         return cached
+
+    def _within_limits(self, fetched: SignatureMap) -> SignatureMap:
+        """Only what will be exported is kept (the cache holds this), the rest counted as
+        dropped on every scrape that exports the version."""
+        signatures = self._signatures.cap(sorted(fetched.values(), key=lambda s: s.name),
+                                          count=False)
+        kept = SignatureMap(left_out_signatures=fetched.left_out_signatures
+                            + len(fetched) - len(signatures),
+                            left_out_tensors=fetched.left_out_tensors)
+        for signature in signatures:
+            tensors = list(signature.inputs) + list(signature.outputs)
+            capped = self._tensors.cap(tensors, count=False)
+            kept.left_out_tensors += len(tensors) - len(capped)
+            kept[signature.name] = Signature(
+                signature.name, signature.method_name,
+                tuple(t for t in capped[:len(signature.inputs)]),
+                tuple(capped[len(signature.inputs):]))
+        return kept
 
     def collect(self, scrape: Scrape) -> Iterable[Metric]:
         info = GaugeMetricFamily(
@@ -111,30 +151,45 @@ class MetadataCollector:
 
         failures = []
         keys: list[tuple[str, int]] = []
-        for model, result in scrape.map(lambda m: self._available_versions(scrape, m),
+        for model, result in scrape.map(self._status_protocol,
+                                        lambda m: self._available_versions(scrape, m),
                                         scrape.models):
             if isinstance(result, BaseException):
                 failures.append(f"{model}: {result}")
             else:
                 keys.extend((model, version) for version in result)
 
-        fetched = scrape.map(lambda key: self._signatures_of(scrape, key), keys)
+        fetched = scrape.map(self.protocol, lambda key: self._signatures_of(scrape, key), keys)
         self._cache.keep_only(set(keys))
+        left_out = {"signature": 0, "tensor": 0}
+        tensor_budget = MAX_TENSOR_SERIES
         for (model, version), result in fetched:
             if isinstance(result, TFServingError) and result.code == "NOT_FOUND":
                 continue  # unloaded between the status and the metadata call
             if isinstance(result, BaseException):
                 failures.append(f"{model} version {version}: {result}")
                 continue
-            for signature in self._signatures.cap(sorted(result.values(), key=lambda s: s.name)):
-                labels = [model, str(version), signature.name]
-                info.add_metric(labels + [method_label(signature.method_name)], 1)
+            left_out["signature"] += result.left_out_signatures
+            left_out["tensor"] += result.left_out_tensors
+            for signature in result.values():
+                labels = [model, str(version), clip_text(signature.name, MAX_LABEL_CHARS)]
+                info.add_metric(labels + [clip_text(method_label(signature.method_name),
+                                                    MAX_LABEL_CHARS)], 1)
                 tensors: list[tuple[str, TensorSpec]] = (
                     [("input", t) for t in signature.inputs]
                     + [("output", t) for t in signature.outputs])
-                for io, tensor in self._tensors.cap(tensors):
-                    tensor_info.add_metric(labels + [io, tensor.alias, dtype_label(tensor.dtype),
-                                                     shape_label(tensor.shape)], 1)
+                if len(tensors) > tensor_budget:
+                    left_out["tensor"] += len(tensors) - max(tensor_budget, 0)
+                    tensors = tensors[:max(tensor_budget, 0)]
+                tensor_budget -= len(tensors)
+                for io, tensor in tensors:
+                    tensor_info.add_metric(labels + [
+                        io, clip_text(tensor.alias, MAX_LABEL_CHARS), dtype_label(tensor.dtype),
+                        clip_text(shape_label(tensor.shape), MAX_LABEL_CHARS)], 1)
+        if left_out["signature"]:
+            self._signatures.count(left_out["signature"])
+        if left_out["tensor"]:
+            self._tensors.count(left_out["tensor"])
 
         yield from (info, tensor_info)
         if failures:

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import CollectorError, Limiter
 from exporter.scrape import Scrape
+from exporter.textclip import clip_text
 from exporter.tfserving.types import VERSION_STATES, TFServingError, VersionStatus
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class StatusCollector:
             labels=["model"])
 
         failures = []
-        results = scrape.map(lambda m: scrape.model_status(self.protocol, m), scrape.models)
+        results = scrape.map(self.protocol, lambda m: scrape.model_status(self.protocol, m),
+                             scrape.models)
         for model, result in results:
             if isinstance(result, TFServingError) and result.code == "NOT_FOUND":
                 available.add_metric([model], 0)
@@ -70,7 +72,7 @@ class StatusCollector:
                 for name in VERSION_STATES:
                     state.add_metric([model, version, name], 1 if status.state == name else 0)
                 if status.error_code != "OK":
-                    error.add_metric([model, version, status.error_code], 1)
+                    error.add_metric([model, version, clip_text(status.error_code, 64)], 1)
             current = serving_version(result)
             if current is not None:
                 serving.add_metric([model], current)

@@ -7,14 +7,20 @@ from dataclasses import dataclass, field
 
 # Below this, a call cannot do useful work; failing fast keeps /metrics on time.
 MIN_CALL_SECONDS = 0.005
+# The share of an announced scrape timeout the calls always get, even when the offset would
+# leave less: with a 0.4 s timeout and the default 0.5 s offset, the calls get 0.2 s rather
+# than nothing (which would report a healthy TF Serving as down on every scrape). Rendering
+# takes a few ms, so half the timeout still leaves ample room for it.
+MIN_BUDGET_SHARE = 0.5
 
 
 def scrape_budget(header_value: str | None, offset: float, cap: float) -> float:
     """Seconds this scrape may spend talking to TF Serving.
 
     Prometheus sends its scrape timeout in ``X-Prometheus-Scrape-Timeout-Seconds``; we leave
-    ``offset`` of it for rendering and the network, and never exceed ``cap`` (config).
-    A missing or unparsable header means "use the cap".
+    ``offset`` of it for rendering and the network, but never less than half of it for the
+    calls, and never exceed ``cap`` (config). A missing or unparsable header means "use the
+    cap".
     """
     budget = cap
     if header_value:
@@ -22,8 +28,8 @@ def scrape_budget(header_value: str | None, offset: float, cap: float) -> float:
             announced = float(header_value)
         except ValueError:
             announced = float("nan")
-        if announced == announced and announced > 0:  # not NaN, positive
-            budget = min(cap, announced - offset)
+        if announced == announced and 0 < announced < float("inf"):  # not NaN, positive
+            budget = min(cap, max(announced - offset, announced * MIN_BUDGET_SHARE))
     return max(budget, MIN_CALL_SECONDS)
 
 

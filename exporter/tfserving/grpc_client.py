@@ -9,12 +9,15 @@ import grpc
 
 from exporter.tfserving import protos, tensor_proto
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.types import Signature, TensorSpec, TFServingError, VersionStatus
+from exporter.files import SMALL_FILE_MAX_BYTES, read_regular_file
+from exporter.tfserving.types import (SignatureMap, TensorSpec, TFServingError, VersionStatus,
+                                      convert_signatures, parse_version)
 
 PROTOCOL = "grpc"
-# TF Serving answers with at most INT32_MAX bytes; metadata of big models can exceed gRPC's
-# default 4 MiB receive limit, so accept up to 64 MiB and no more.
-_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+# What one reply may bring. Status and metadata replies are KiB; canary Predict replies are a
+# batch of outputs. gRPC refuses a larger reply with RESOURCE_EXHAUSTED before parsing it, so
+# this also bounds what a reply is parsed into (a few times its size).
+MAX_RECEIVE_BYTES = 8 * 1024 * 1024
 
 CallObserver = Callable[[str, str, float], None]
 
@@ -23,33 +26,38 @@ def _no_observer(protocol: str, api: str, seconds: float) -> None:
     return None
 
 
-def signatures_from_proto(signature_def_map) -> dict[str, Signature]:
-    """SignatureDefMap (from GetModelMetadata) → {name: Signature}."""
+def _tensor_specs(tensors, budget: int) -> tuple[tuple[TensorSpec, ...], int]:
     dtype_name = protos.types_pb2.DataType.Name
-    result: dict[str, Signature] = {}
-    for name, sig in signature_def_map.signature_def.items():
-        def specs(tensors) -> tuple[TensorSpec, ...]:
-            out = []
-            for alias, info in sorted(tensors.items()):
-                shape = info.tensor_shape
-                dims = None if shape.unknown_rank else tuple(d.size for d in shape.dim)
-                try:
-                    dtype = dtype_name(info.dtype)
-                except ValueError:
-                    dtype = f"DT_{info.dtype}"
-                out.append(TensorSpec(alias=alias, dtype=dtype, shape=dims))
-            return tuple(out)
+    aliases = sorted(tensors)
+    out = []
+    for alias in aliases[:max(budget, 0)]:
+        info = tensors[alias]
+        shape = info.tensor_shape
+        dims = None if shape.unknown_rank else tuple(d.size for d in shape.dim)
+        try:
+            dtype = dtype_name(info.dtype)
+        except ValueError:
+            dtype = f"DT_{info.dtype}"
+        out.append(TensorSpec(alias=alias, dtype=dtype, shape=dims))
+    return tuple(out), len(aliases) - len(out)
 
-        result[name] = Signature(name=name, method_name=sig.method_name,
-                                 inputs=specs(sig.inputs), outputs=specs(sig.outputs))
-    return result
+
+def _signature_parts(sig, budget: int):
+    inputs, left_in = _tensor_specs(sig.inputs, budget)
+    outputs, left_out = _tensor_specs(sig.outputs, budget - len(inputs))
+    return sig.method_name, inputs, outputs, left_in + left_out
+
+
+def signatures_from_proto(signature_def_map) -> SignatureMap:
+    """SignatureDefMap (from GetModelMetadata) → {name: Signature}, within the reply
+    ceilings of ``types``."""
+    return convert_signatures(signature_def_map.signature_def, _signature_parts)
 
 
 def _read(path: str) -> bytes | None:
     if not path:
         return None
-    with open(path, "rb") as handle:
-        return handle.read()
+    return read_regular_file(path, SMALL_FILE_MAX_BYTES)  # FileReadError names the file
 
 
 def _channel_credentials(tls) -> grpc.ChannelCredentials:
@@ -71,7 +79,7 @@ class GrpcClient:
         (config's GrpcTLSConfig), or None for plaintext. Files are read once, here."""
         self.target = target
         self._observe = observe
-        options = [("grpc.max_receive_message_length", _MAX_RECEIVE_BYTES),
+        options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                    ("grpc.enable_http_proxy", 0)]
         if tls is None:
             self._channel = grpc.insecure_channel(target, options=options)
@@ -119,11 +127,16 @@ class GrpcClient:
                 code = error_name(item.status.error_code)
             except ValueError:
                 code = str(item.status.error_code)
-            statuses.append(VersionStatus(item.version, state, code, item.status.error_message))
+            try:
+                version = parse_version(item.version)
+            except ValueError as err:
+                raise TFServingError(PROTOCOL, "model_status", "BAD_REPLY",
+                                     f"model {model!r}: {err}", reached=True) from None
+            statuses.append(VersionStatus(version, state, code, item.status.error_message))
         return statuses
 
     def model_metadata(self, model: str, version: int | None,
-                       deadline: Deadline) -> dict[str, Signature]:
+                       deadline: Deadline) -> SignatureMap:
         request = protos.get_model_metadata_pb2.GetModelMetadataRequest()
         request.model_spec.name = model
         if version is not None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from google.protobuf import text_format
 
+from exporter.files import MODEL_CONFIG_MAX_BYTES, FileReadError, read_regular_file
+from exporter.textclip import clip_text
 from exporter.tfserving import protos
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,10 @@ class ModelSource:
             stamp = (stat.st_mtime_ns, stat.st_size)
             if stamp == self._file_stamp:
                 return
-            with open(self._config_file, encoding="utf-8") as handle:
-                models = parse_model_config(handle.read(), self._config_file)
-        except (OSError, UnicodeDecodeError, ModelConfigError) as err:
-            message = str(err)
+            text = read_regular_file(self._config_file, MODEL_CONFIG_MAX_BYTES).decode("utf-8")
+            models = parse_model_config(text, self._config_file)
+        except (OSError, UnicodeDecodeError, ModelConfigError, FileReadError) as err:
+            message = clip_text(str(err))
             if message != self._last_error:
                 log.warning("cannot read model config file, keeping %d known models: %s",
                             len(self._file_models), message)

@@ -1,8 +1,8 @@
 """TF Serving's REST API (``/v1/models/...``) as the exporter needs it.
 
-Every call has a hard deadline: ``requests`` only bounds each socket read, so bodies are read
-in chunks against the scrape's deadline and a size cap, and a server that trickles bytes
-cannot hold a scrape hostage.
+Every call has a hard deadline and a size budget: the transport (``http_client``) ends each
+exchange by the scrape's deadline however the server trickles bytes, and each kind of reply
+has its own cap, chosen so that what is parsed from it also stays small.
 """
 
 from __future__ import annotations
@@ -12,14 +12,23 @@ import time
 from typing import Callable
 from urllib.parse import quote
 
-import requests
-
+from exporter.tfserving import http_client
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.types import Signature, TensorSpec, TFServingError, VersionStatus
+from exporter.tfserving.types import (SignatureMap, TensorSpec, TFServingError, VersionStatus,
+                                      convert_signatures, parse_version)
 
 PROTOCOL = "rest"
-MAX_REPLY_BYTES = 32 * 1024 * 1024
-_CHUNK = 64 * 1024
+# Per kind of reply. A real status reply is a few hundred bytes per version; a metadata reply
+# a few KiB per signature; JSON parsed into Python objects takes 10-20 times its size, so
+# these keep a hostile reply's parse to tens of MiB at most.
+STATUS_MAX_BYTES = 1 << 20
+METADATA_MAX_BYTES = 4 << 20
+# TF Serving's monitoring page: about 1.6 MB at 100 models x 3 versions.
+METRICS_PAGE_MAX_BYTES = 16 << 20
+PREDICT_MAX_BYTES = 16 << 20
+MAX_REPLY_BYTES = PREDICT_MAX_BYTES
+# Error replies are cut, not refused: the message is all we keep, and it is clipped further.
+ERROR_MAX_BYTES = 64 << 10
 
 CallObserver = Callable[[str, str, float], None]
 
@@ -61,7 +70,7 @@ def parse_status_reply(body: bytes) -> list[VersionStatus]:
         try:
             status = item.get("status") or {}
             statuses.append(VersionStatus(
-                version=int(item["version"]),
+                version=parse_version(item["version"]),
                 state=str(item["state"]),
                 error_code=str(status.get("error_code", "OK")),
                 error_message=str(status.get("error_message", "")),
@@ -72,16 +81,16 @@ def parse_status_reply(body: bytes) -> list[VersionStatus]:
     return statuses
 
 
-def parse_metadata_reply(body: bytes) -> dict[str, Signature]:
-    """A ``GET .../metadata`` reply → signatures by name (TFServingError(BAD_REPLY) else)."""
+def parse_metadata_reply(body: bytes) -> SignatureMap:
+    """A ``GET .../metadata`` reply → signatures by name (TFServingError(BAD_REPLY) else),
+    within the reply ceilings of ``types``."""
     api = "model_metadata"
     doc = _parse_json(api, body)
     try:
         signature_defs = doc["metadata"]["signature_def"]["signature_def"]
         if not isinstance(signature_defs, dict):
             raise TypeError("signature_def is not an object")
-        return {str(name): _signature_from_json(str(name), sig)
-                for name, sig in signature_defs.items()}
+        return convert_signatures(signature_defs, _signature_parts)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise _bad_reply(api, f"metadata reply is malformed: {type(err).__name__}: {err}") \
             from None
@@ -111,71 +120,59 @@ def _http_error(api: str, reply: "RestReply") -> TFServingError:
 
 
 class RestClient:
-    """A pooled HTTP session against one TF Serving REST base URL."""
+    """Calls against one TF Serving REST base URL, over kept-alive connections."""
 
-    def __init__(self, base_url: str, observe: CallObserver = _no_observer,
-                 session: requests.Session | None = None) -> None:
+    def __init__(self, base_url: str, observe: CallObserver = _no_observer) -> None:
         self.base_url = base_url.rstrip("/")
         self._observe = observe
-        self._session = session or requests.Session()
-        self._session.trust_env = False  # never route sidecar traffic through a proxy
+        self._http = http_client.HttpClient(self.base_url)
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
     def request(self, api: str, method: str, path: str, deadline: Deadline,
                 body: bytes | None = None, max_bytes: int = MAX_REPLY_BYTES) -> RestReply:
         """One HTTP exchange bounded by ``deadline``; transport failures raise
-        TFServingError with ``reached_server`` False."""
+        TFServingError with ``reached_server`` False, a reply over ``max_bytes`` (or not
+        HTTP) raises BAD_REPLY."""
         if deadline.expired():
             raise TFServingError(PROTOCOL, api, "DEADLINE_EXCEEDED",
                                  "no time left in this scrape", reached=False)
         started = time.monotonic()
         url = self.base_url + path
         try:
-            headers = {"Content-Type": "application/json"} if body is not None else {}
-            with self._session.request(method, url, data=body, headers=headers, stream=True,
-                                       timeout=deadline.remaining(),
-                                       allow_redirects=False) as response:
-                chunks, size = [], 0
-                for chunk in response.iter_content(_CHUNK):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise _bad_reply(api, f"reply larger than {max_bytes} bytes")
-                    if deadline.expired():
-                        raise TFServingError(PROTOCOL, api, "DEADLINE_EXCEEDED",
-                                             f"reply from {url} not complete before the "
-                                             "scrape deadline", reached=False)
-                    chunks.append(chunk)
-                return RestReply(response.status_code,
-                                 response.headers.get("Content-Type", ""), b"".join(chunks))
-        except requests.Timeout:
-            raise TFServingError(PROTOCOL, api, "DEADLINE_EXCEEDED",
-                                 f"no reply from {url} before the scrape deadline",
+            reply = self._http.request(method, path, deadline, body=body, max_bytes=max_bytes,
+                                       max_error_bytes=ERROR_MAX_BYTES)
+            return RestReply(reply.status, reply.headers.get("content-type", ""), reply.body)
+        except http_client.HttpTimeout as err:
+            raise TFServingError(PROTOCOL, api, "DEADLINE_EXCEEDED", f"{url}: {err}",
                                  reached=False) from None
-        except requests.RequestException as err:
-            raise TFServingError(PROTOCOL, api, "UNAVAILABLE",
-                                 f"cannot reach {url}: {type(err).__name__}",
+        except http_client.HttpBadReply as err:
+            raise _bad_reply(api, f"{url}: {err}") from None
+        except http_client.HttpError as err:
+            raise TFServingError(PROTOCOL, api, "UNAVAILABLE", f"cannot reach {url}: {err}",
                                  reached=False) from None
         finally:
             self._observe(PROTOCOL, api, time.monotonic() - started)
 
-    def _get_ok(self, api: str, path: str, deadline: Deadline) -> bytes:
-        reply = self.request(api, "GET", path, deadline)
+    def _get_ok(self, api: str, path: str, deadline: Deadline, max_bytes: int) -> bytes:
+        reply = self.request(api, "GET", path, deadline, max_bytes=max_bytes)
         if reply.status != 200:
             raise _http_error(api, reply)
         return reply.body
 
     def model_status(self, model: str, deadline: Deadline) -> list[VersionStatus]:
         return parse_status_reply(
-            self._get_ok("model_status", f"/v1/models/{quote(model, safe='')}", deadline))
+            self._get_ok("model_status", f"/v1/models/{quote(model, safe='')}", deadline,
+                         STATUS_MAX_BYTES))
 
     def model_metadata(self, model: str, version: int | None,
-                       deadline: Deadline) -> dict[str, Signature]:
+                       deadline: Deadline) -> SignatureMap:
         path = f"/v1/models/{quote(model, safe='')}"
         if version is not None:
             path += f"/versions/{int(version)}"
-        return parse_metadata_reply(self._get_ok("model_metadata", path + "/metadata", deadline))
+        return parse_metadata_reply(self._get_ok("model_metadata", path + "/metadata", deadline,
+                                                 METADATA_MAX_BYTES))
 
     def predict(self, model: str, version: int | None, body: bytes, deadline: Deadline,
                 api: str = "predict") -> bytes:
@@ -183,7 +180,8 @@ class RestClient:
         path = f"/v1/models/{quote(model, safe='')}"
         if version is not None:
             path += f"/versions/{int(version)}"
-        reply = self.request(api, "POST", path + ":predict", deadline, body=body)
+        reply = self.request(api, "POST", path + ":predict", deadline, body=body,
+                             max_bytes=PREDICT_MAX_BYTES)
         if reply.status != 200:
             raise _http_error(api, reply)
         return reply.body
@@ -195,20 +193,24 @@ class RestClient:
         self.request("ping", "HEAD", path, deadline)
 
 
-def _tensor_specs(tensors: dict) -> tuple[TensorSpec, ...]:
+def _tensor_specs(tensors: dict, budget: int) -> tuple[tuple[TensorSpec, ...], int]:
+    if not isinstance(tensors, dict):
+        raise TypeError("inputs and outputs must be objects")
+    aliases = sorted(tensors, key=str)
     specs = []
-    for alias, info in sorted(tensors.items(), key=lambda item: str(item[0])):
+    for alias in aliases[:max(budget, 0)]:
+        info = tensors[alias]
         shape_doc = info.get("tensor_shape") or {}
         if shape_doc.get("unknown_rank"):
             shape = None
         else:
             shape = tuple(int(dim.get("size", 0)) for dim in shape_doc.get("dim", []))
-        specs.append(TensorSpec(alias=alias, dtype=str(info.get("dtype", "DT_INVALID")),
+        specs.append(TensorSpec(alias=str(alias), dtype=str(info.get("dtype", "DT_INVALID")),
                                 shape=shape))
-    return tuple(specs)
+    return tuple(specs), len(aliases) - len(specs)
 
 
-def _signature_from_json(name: str, sig: dict) -> Signature:
-    return Signature(name=name, method_name=str(sig.get("method_name", "")),
-                     inputs=_tensor_specs(sig.get("inputs") or {}),
-                     outputs=_tensor_specs(sig.get("outputs") or {}))
+def _signature_parts(sig: dict, budget: int):
+    inputs, left_in = _tensor_specs(sig.get("inputs") or {}, budget)
+    outputs, left_out = _tensor_specs(sig.get("outputs") or {}, budget - len(inputs))
+    return str(sig.get("method_name", "")), inputs, outputs, left_in + left_out

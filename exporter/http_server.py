@@ -1,0 +1,962 @@
+"""A bounded HTTP/1.1 server for the exporter's WSGI app.
+
+One loop thread (the one that calls :meth:`HTTPServer.serve_forever`) owns a selector. It
+accepts connections, does TLS handshakes and reads every request head (and the small body a
+request may announce) without blocking. Only a complete request is handed to one of a fixed
+pool of handler threads, which runs the app and writes the response with a total send
+timeout, then gives a kept-alive connection back to the loop. So a slow, idle or half-sent
+client costs a file descriptor, never a thread; connections are capped and the oldest waiting
+one makes room for a new one; every wait has a deadline.
+
+Standard library only. The object keeps the interface of ``socketserver`` that
+``exporter.runtime`` uses: ``serve_forever()``, ``shutdown()``, ``server_close()`` and
+``server_address``.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import queue
+import re
+import selectors
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections import deque
+from email.utils import formatdate
+from typing import Callable
+from urllib.parse import unquote, urlsplit
+
+log = logging.getLogger(__name__)
+
+# --- Every limit of the HTTP side, and why it has its value --------------------------------
+
+# Threads that run the app. At most four scrapes run at once (server.MAX_CONCURRENT_SCRAPES);
+# twice that leaves threads for probes, the landing page, a reload and the quick refusals
+# (401, 429, 503) while four scrapes wait on TF Serving.
+HANDLER_THREADS = 8
+# Open connections at most. Prometheus (an HA pair), kubelet probes and a person with curl
+# need a handful; 64 absorbs bursts while file descriptors and buffered requests stay small
+# (64 x 80 KiB at worst). At the cap the oldest connection not in a handler thread is closed
+# to admit a new one; when all are in handler threads the new one is closed at once.
+MAX_CONNECTIONS = 64
+# Connections the kernel queues before we accept them (socketserver's default of 5 drops
+# bursts); 128 was Linux's somaxconn default for years.
+LISTEN_BACKLOG = 128
+# A request head (request line and headers) must be complete this long after the connection
+# opened (after the TLS handshake with TLS). Real clients send it in one packet.
+HEAD_TIMEOUT_SECONDS = 10.0
+# A kept-alive connection may wait this long after a response for its next request head.
+# Longer than Prometheus' usual 15 s interval; it reconnects when we closed first.
+IDLE_TIMEOUT_SECONDS = 30.0
+# A TLS handshake must be finished this long after accept().
+TLS_HANDSHAKE_TIMEOUT_SECONDS = 10.0
+# A handler thread gives one response this long, in total, to leave; a client that does not
+# read is dropped rather than holding the thread.
+SEND_TIMEOUT_SECONDS = 10.0
+# Request line plus headers. Ours are a few hundred bytes; 16 KiB leaves room for large
+# tokens. A bigger head gets 431 and the connection is closed.
+MAX_HEAD_BYTES = 16 * 1024
+# A request body is read (by the loop, so it costs no thread) only up to this size: the same
+# as server.MAX_REQUEST_BODY_BYTES, above which the app answers 413 without reading it.
+MAX_BODY_BYTES = 64 * 1024
+# After a response that ends a connection we stop writing and discard what the client still
+# sends, for this long or this many bytes, so it reads our answer instead of a reset.
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 1024 * 1024
+# One recv() and one send() at most; a TLS record is 16 KiB.
+RECV_BYTES = 16 * 1024
+SEND_BYTES = 64 * 1024
+# Connections accepted per wake-up of the loop, so a connect flood cannot starve reading.
+ACCEPT_BATCH = 64
+# accept() failing for want of file descriptors (or memory): stop selecting the listener for
+# this long, doubling up to the maximum; a successful accept resets it. Never spin.
+ACCEPT_BACKOFF_SECONDS = 0.05
+ACCEPT_BACKOFF_MAX_SECONDS = 1.0
+# ... and warn about it at most this often, with how often it happened meanwhile.
+FD_WARNING_INTERVAL_SECONDS = 60.0
+# shutdown() waits this long for the handler threads (daemons) to finish; a thread still in
+# the app is abandoned, not waited for.
+SHUTDOWN_JOIN_SECONDS = 2.0
+# The loop wakes at least this often even with nothing to do (a safety net, not a poll).
+MAX_SELECT_SECONDS = 5.0
+
+# -------------------------------------------------------------------------------------------
+
+_FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Connections a client gave up on between the kernel's accept queue and accept().
+_ACCEPT_TRANSIENT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM,
+                                      errno.EINTR, errno.EAGAIN})
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(r"[\x21-\x7e\x80-\xff]+")
+_VERSION = re.compile(r"HTTP/(\d)\.(\d)")
+_BAD_VALUE_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_STATUS = re.compile(r"[1-5]\d\d [^\r\n]*")
+_CLIENT_ERRORS = (OSError, ssl.SSLError, ValueError)  # ValueError: I/O on a closed socket
+
+# Connection states. Only WORKER belongs to a handler thread; the loop owns all others.
+_HANDSHAKE, _HEAD, _BODY, _WORKER, _LINGER, _CLOSED = (
+    "handshake", "head", "body", "worker", "linger", "closed")
+_WAITING = (_HANDSHAKE, _HEAD, _BODY, _LINGER)
+
+
+def _connections_the_fd_limit_allows() -> int:
+    """A quarter of the process' file descriptor limit (at least 8): under a low ``ulimit -n``
+    idle HTTP connections must not take the descriptors TF Serving calls and files need."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return MAX_CONNECTIONS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, soft // 4)
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _ClientGone(Exception):
+    """Sending to the client failed or timed out: routine, logged at debug."""
+
+
+class _Request:
+    __slots__ = ("method", "target", "version", "headers", "content_length", "expect_continue",
+                 "keep_alive", "head_end", "body", "body_unread")
+
+    def __init__(self, method: str, target: str, version: str, headers: list,
+                 content_length: int | None, expect_continue: bool, keep_alive: bool) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.content_length = content_length
+        self.expect_continue = expect_continue
+        self.keep_alive = keep_alive
+        self.head_end = 0
+        self.body = b""
+        self.body_unread = False
+
+
+class _Conn:
+    __slots__ = ("sock", "addr", "tls", "state", "buf", "deadline", "idle", "scan", "events",
+                 "request", "lingered")
+
+    def __init__(self, sock, addr, tls: bool) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.tls = tls
+        self.state = _HEAD
+        self.buf = bytearray()
+        self.deadline = 0.0
+        self.idle = False
+        self.scan = 0
+        self.events = 0
+        self.request: _Request | None = None
+        self.lingered = 0
+
+    def __repr__(self) -> str:
+        return f"<connection {self.peer} {self.state}>"
+
+    @property
+    def peer(self) -> str:
+        try:
+            return f"{self.addr[0]}:{self.addr[1]}"
+        except (TypeError, IndexError):
+            return str(self.addr)
+
+
+def parse_head(head: bytes) -> _Request:
+    """Parse a request head (without its blank line); raise _BadRequest."""
+    text = head.decode("latin-1")
+    lines = re.split(r"\r?\n", text)
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise _BadRequest("400 Bad Request", "malformed request line")
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
+        raise _BadRequest("400 Bad Request", "malformed request line")
+    match = _VERSION.fullmatch(version)
+    if match is None:
+        raise _BadRequest("400 Bad Request", "malformed request line")
+    if match.group(1) != "1":
+        raise _BadRequest("505 HTTP Version Not Supported", "only HTTP/1.x is supported")
+    headers = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            raise _BadRequest("400 Bad Request", "folded header lines are not allowed")
+        name, colon, value = line.partition(":")
+        value = value.strip(" \t")
+        if not colon or not _TOKEN.fullmatch(name) or _BAD_VALUE_CHARS.search(value):
+            raise _BadRequest("400 Bad Request", "malformed header line")
+        headers.append((name, value))
+    lengths = set()
+    connection: set[str] = set()
+    expect_continue = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "content-length":
+            lengths.update(part.strip(" \t") for part in value.split(","))
+        elif lower == "transfer-encoding":
+            raise _BadRequest("411 Length Required",
+                              "chunked request bodies are not supported; send Content-Length")
+        elif lower == "connection":
+            connection.update(token.strip(" \t").lower() for token in value.split(","))
+        elif lower == "expect" and value.lower() == "100-continue":
+            expect_continue = True
+    content_length = None
+    if lengths:
+        if len(lengths) != 1 or not next(iter(lengths)).isdigit() \
+                or not next(iter(lengths)).isascii():
+            raise _BadRequest("400 Bad Request", "invalid Content-Length")
+        content_length = int(next(iter(lengths)))
+    if match.group(2) == "0":
+        keep_alive = "keep-alive" in connection
+    else:
+        keep_alive = "close" not in connection
+    return _Request(method, target, version, headers, content_length, expect_continue,
+                    keep_alive)
+
+
+def _simple_response(status: str, body: bytes, close: bool = True) -> bytes:
+    head = (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nDate: {formatdate(usegmt=True)}\r\n")
+    if close:
+        head += "Connection: close\r\n"
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+def _send_all(sock, data, deadline: float) -> None:
+    """Send everything by ``deadline`` (monotonic) in total, or raise _ClientGone."""
+    view = memoryview(data)
+    while view:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _ClientGone("send timed out")
+        try:
+            sock.settimeout(remaining)
+            sent = sock.send(view[:SEND_BYTES])
+        except _CLIENT_ERRORS as err:
+            raise _ClientGone(repr(err)) from err
+        view = view[sent:]
+
+
+class _Response:
+    """start_response, write() and the framing of one response."""
+
+    def __init__(self, sock, request: _Request, send_timeout: float, may_keep_alive: bool) -> None:
+        self.sock = sock
+        self.request = request
+        self.send_timeout = send_timeout
+        self.may_keep_alive = may_keep_alive
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.headers_sent = False
+        self.keep_alive = False
+        self.length: int | None = None
+        self.sent_body = 0
+        self.deadline: float | None = None
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice without exc_info")
+        if not isinstance(status, str) or not _STATUS.fullmatch(status):
+            raise ValueError(f"invalid WSGI status {status!r}")
+        checked = []
+        for name, value in headers:
+            if not isinstance(name, str) or not isinstance(value, str) \
+                    or not _TOKEN.fullmatch(name) or _BAD_VALUE_CHARS.search(value):
+                raise ValueError(f"invalid response header {name!r}")
+            checked.append((name, value))
+        self.status, self.headers = status, checked
+        return self.write
+
+    def header(self, name: str) -> str | None:
+        lower = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lower:
+                return value
+        return None
+
+    def _send(self, data) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.send_timeout
+        _send_all(self.sock, data, self.deadline)
+
+    def _head(self) -> bytes:
+        if self.status is None:
+            raise AssertionError("the app returned without calling start_response()")
+        length = self.header("Content-Length")
+        if length is not None:
+            if not length.isdigit() or not length.isascii():
+                raise ValueError(f"invalid Content-Length {length!r} from the app")
+            self.length = int(length)
+        app_connection = (self.header("Connection") or "").lower()
+        framed = self.length is not None or self.request.method == "HEAD"
+        self.keep_alive = (self.may_keep_alive and framed and "close" not in app_connection)
+        lines = [f"HTTP/1.1 {self.status}"]
+        lines.extend(f"{name}: {value}" for name, value in self.headers
+                     if name.lower() not in ("connection", "keep-alive"))
+        if self.header("Date") is None:
+            lines.append(f"Date: {formatdate(usegmt=True)}")
+        if not self.keep_alive:
+            lines.append("Connection: close")
+        elif self.request.version == "HTTP/1.0":
+            lines.append("Connection: keep-alive")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def write(self, data) -> None:
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"the app must yield bytes, not {type(data).__name__}")
+        if self.request.method == "HEAD":
+            data = b""
+        # Never send more than the Content-Length said: the rest would be read as the next
+        # response. (self.length is known once the head is built.)
+        if not self.headers_sent:
+            head = self._head()
+            if self.length is not None and len(data) > self.length:
+                data, self.keep_alive = data[:self.length], False
+            self.headers_sent = True
+            self.sent_body += len(data)
+            if len(data) <= SEND_BYTES:
+                self._send(head + bytes(data))  # one segment for the usual small reply
+            else:
+                self._send(head)  # no copy of a large body
+                self._send(data)
+            return
+        if self.length is not None and self.sent_body + len(data) > self.length:
+            data, self.keep_alive = data[:max(0, self.length - self.sent_body)], False
+        if data:
+            self.sent_body += len(data)
+            self._send(data)
+
+    def finish(self) -> None:
+        if not self.headers_sent:
+            self.write(b"")
+        if self.request.method != "HEAD" and self.length is not None \
+                and self.sent_body < self.length:
+            self.keep_alive = False  # the client will see a short body and a closed connection
+
+
+class HTTPServer:
+    """Bind at construction (OSError surfaces at startup); serve with serve_forever()."""
+
+    def __init__(self, app: Callable, host: str, port: int,
+                 tls_context: ssl.SSLContext | None = None, *,
+                 handler_threads: int = HANDLER_THREADS,
+                 max_connections: int = MAX_CONNECTIONS,
+                 head_timeout: float = HEAD_TIMEOUT_SECONDS,
+                 idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+                 handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT_SECONDS,
+                 send_timeout: float = SEND_TIMEOUT_SECONDS,
+                 max_head_bytes: int = MAX_HEAD_BYTES,
+                 linger_seconds: float = LINGER_SECONDS) -> None:
+        self.app = app
+        self.tls_context = tls_context
+        self.handler_threads = handler_threads
+        self.max_connections = min(max_connections, _connections_the_fd_limit_allows())
+        self.head_timeout = head_timeout
+        self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
+        self.send_timeout = send_timeout
+        self.max_head_bytes = max_head_bytes
+        self.linger_seconds = linger_seconds
+        # What happened, for tests and diagnostics; written by the loop thread only.
+        self.stats = {"accepted": 0, "evicted": 0, "refused_at_cap": 0, "timed_out": 0,
+                      "fd_exhausted": 0, "bad_requests": 0}
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r = self._wake_w = None
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+            self.socket.listen(LISTEN_BACKLOG)
+            self.socket.setblocking(False)
+            self.server_address = self.socket.getsockname()
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(self.socket, selectors.EVENT_READ, self.socket)
+            self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
+        except BaseException:
+            self._close_resources()
+            raise
+        self._server_name = str(self.server_address[0])
+        self._server_port = str(self.server_address[1])
+
+        self._conns: dict[_Conn, None] = {}  # insertion order: oldest waiting first
+        # Bounded by the connection cap (a connection has at most one request queued), plus
+        # room for the workers' stop markers.
+        self._work: queue.Queue = queue.Queue(maxsize=max_connections + handler_threads)
+        self._returned: deque = deque()  # (conn, keep_alive) from workers to the loop
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._stopping = False
+        self._started = False
+        self._closed = False
+        self._loop_done = threading.Event()
+        self._listening = True
+        self._resume_at = 0.0
+        self._backoff = ACCEPT_BACKOFF_SECONDS
+        self._fd_warned_at: float | None = None
+        self._fd_failures_since_warning = 0
+
+    # --- the socketserver-like interface ---------------------------------------------------
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def serve_forever(self, poll_interval: float | None = None) -> None:  # noqa: ARG002
+        """Serve until shutdown(); blocking."""
+        with self._lock:
+            if self._stopping or self._started:
+                return
+            self._started = True
+        for number in range(self.handler_threads):
+            worker = threading.Thread(target=self._work_loop, name=f"http-handler-{number}",
+                                      daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        try:
+            while not self._stopping:
+                self._iterate()
+        except Exception:  # noqa: BLE001 - the log says why serving stopped
+            log.exception("HTTP server loop failed")
+            raise
+        finally:
+            self._close_everything()
+            self._loop_done.set()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever(), close every connection and stop the handler threads. Returns
+        within a few seconds even when a handler thread is inside the app."""
+        with self._lock:
+            self._stopping = True
+            started = self._started
+        self._wake()
+        if started:
+            self._loop_done.wait(SHUTDOWN_JOIN_SECONDS + 1.0)
+        else:
+            self._close_everything()
+        self._stop_workers()
+
+    def server_close(self) -> None:
+        if self._started and not self._loop_done.is_set():
+            self.shutdown()
+        self._close_everything()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _iterate(self) -> None:
+        timeout = self._select_timeout(time.monotonic())
+        events = self._selector.select(timeout)
+        now = time.monotonic()
+        for key, mask in events:
+            target = key.data
+            if target is self.socket:
+                self._accept(now)
+            elif target is self._wake_r:
+                self._drain_wake()
+            elif target.state != _CLOSED:
+                try:
+                    self._on_ready(target, now)
+                except Exception:  # noqa: BLE001 - one connection's bug must not stop serving
+                    log.exception("unexpected error on %s", target.peer)
+                    self._close(target, None)
+        self._take_back(now)
+        self._expire(now)
+        if not self._listening and now >= self._resume_at and not self._stopping:
+            self._listening = True
+            self._selector.register(self.socket, selectors.EVENT_READ, self.socket)
+
+    def _select_timeout(self, now: float) -> float:
+        soonest = now + MAX_SELECT_SECONDS
+        if not self._listening:
+            soonest = min(soonest, self._resume_at)
+        for conn in self._conns:
+            if conn.state in _WAITING:
+                soonest = min(soonest, conn.deadline)
+        return max(0.0, soonest - now)
+
+    def _accept(self, now: float) -> None:
+        just_freed = False
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, addr = self.socket.accept()
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno in _ACCEPT_TRANSIENT_ERRNOS:
+                    continue
+                if err.errno in _FD_ERRNOS:
+                    # Free a descriptor by closing the oldest waiting connection and try once
+                    # more; if that did not help either, back off.
+                    if self._out_of_fds(err, now, may_free=not just_freed):
+                        just_freed = True
+                        continue
+                    return
+                log.warning("accept() failed: %s", err)
+                self._pause_accepting(now)
+                return
+            just_freed = False
+            self._backoff = ACCEPT_BACKOFF_SECONDS
+            self.stats["accepted"] += 1
+            self._admit(sock, addr, now)
+
+    def _out_of_fds(self, err: OSError, now: float, may_free: bool) -> bool:
+        """accept() failed for want of descriptors or memory: warn (rarely), free one by
+        closing the oldest waiting connection, else stop accepting for a while."""
+        self.stats["fd_exhausted"] += 1
+        self._fd_failures_since_warning += 1
+        if self._fd_warned_at is None or now - self._fd_warned_at >= FD_WARNING_INTERVAL_SECONDS:
+            log.warning("cannot accept connections: %s; closing idle connections and backing "
+                        "off (raise the file descriptor limit, ulimit -n)", err.strerror,
+                        extra={"failures": self._fd_failures_since_warning,
+                               "open_connections": len(self._conns)})
+            self._fd_warned_at = now
+            self._fd_failures_since_warning = 0
+        victim = self._oldest_waiting() if may_free else None
+        if victim is not None:
+            self.stats["evicted"] += 1
+            self._close(victim, "closed to free a file descriptor")
+            return True
+        self._pause_accepting(now)
+        return False
+
+    def _pause_accepting(self, now: float) -> None:
+        if self._listening:
+            self._selector.unregister(self.socket)
+            self._listening = False
+        self._resume_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, ACCEPT_BACKOFF_MAX_SECONDS)
+
+    def _oldest_waiting(self) -> _Conn | None:
+        first = None
+        for conn in self._conns:
+            if conn.state == _LINGER:
+                return conn  # already answered: the cheapest to drop
+            if first is None and conn.state in _WAITING:
+                first = conn
+        return first
+
+    def _admit(self, sock: socket.socket, addr, now: float) -> None:
+        if len(self._conns) >= self.max_connections:
+            victim = self._oldest_waiting()
+            if victim is None:
+                self.stats["refused_at_cap"] += 1
+                log.debug("connection from %s closed: %d connections, all being answered",
+                          addr, len(self._conns))
+                _close_quietly(sock)
+                return
+            self.stats["evicted"] += 1
+            self._close(victim, "closed to admit a new connection")
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls_context is not None:
+                sock = self.tls_context.wrap_socket(sock, server_side=True,
+                                                    do_handshake_on_connect=False)
+        except (OSError, ValueError) as err:
+            log.debug("connection from %s dropped: %r", addr, err)
+            _close_quietly(sock)
+            return
+        conn = _Conn(sock, addr, self.tls_context is not None)
+        self._conns[conn] = None
+        if conn.tls:
+            conn.state = _HANDSHAKE
+            conn.deadline = now + self.handshake_timeout
+            self._handshake(conn, now)
+        else:
+            self._start_head(conn, now, idle=False)
+
+    def _on_ready(self, conn: _Conn, now: float) -> None:
+        if conn.state == _HANDSHAKE:
+            self._handshake(conn, now)
+        elif conn.state in (_HEAD, _BODY):
+            self._read(conn, now)
+        elif conn.state == _LINGER:
+            self._linger_read(conn)
+
+    def _handshake(self, conn: _Conn, now: float) -> None:
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._set_events(conn, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._set_events(conn, selectors.EVENT_WRITE)
+            return
+        except _CLIENT_ERRORS as err:
+            self._close(conn, f"TLS handshake failed: {err!r}")
+            return
+        self._start_head(conn, now, idle=False)
+
+    def _start_head(self, conn: _Conn, now: float, idle: bool) -> None:
+        conn.state = _HEAD
+        conn.request = None
+        conn.idle = idle and not conn.buf
+        conn.deadline = now + (self.idle_timeout if conn.idle else self.head_timeout)
+        conn.scan = 0
+        # Read at once rather than wait for the selector: bytes may be buffered already
+        # (pipelined after the previous request, or decrypted and pending in the TLS layer).
+        self._read(conn, now)
+
+    def _read(self, conn: _Conn, now: float) -> None:
+        while True:
+            if self._parse(conn, now):
+                return
+            try:
+                data = conn.sock.recv(RECV_BYTES)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                self._set_events(conn, selectors.EVENT_READ)
+                return
+            except ssl.SSLWantWriteError:
+                self._set_events(conn, selectors.EVENT_WRITE)
+                return
+            except _CLIENT_ERRORS as err:
+                self._close(conn, f"read failed: {err!r}")
+                return
+            if not data:
+                self._close(conn, "closed by the client")
+                return
+            if conn.idle:
+                conn.idle = False
+                conn.deadline = min(conn.deadline, now + self.head_timeout)
+            conn.buf += data
+
+    def _parse(self, conn: _Conn, now: float) -> bool:
+        """Advance on what is buffered; True once the connection has left the loop's reading
+        (handed to a worker, refused or closed)."""
+        buf = conn.buf
+        if conn.state == _HEAD:
+            if conn.scan == 0:
+                # RFC 9112 2.2: ignore empty lines before a request line.
+                start = 0
+                while start < len(buf) and buf[start] in b"\r\n":
+                    start += 1
+                if start:
+                    del buf[:start]
+            match = _HEAD_END.search(buf, max(0, conn.scan - 3))
+            if match is None:
+                if len(buf) > self.max_head_bytes:
+                    self._refuse(conn, now, "431 Request Header Fields Too Large",
+                                 "request head too large")
+                    return True
+                conn.scan = len(buf)
+                return False
+            if match.end() > self.max_head_bytes:
+                self._refuse(conn, now, "431 Request Header Fields Too Large",
+                             "request head too large")
+                return True
+            try:
+                request = parse_head(bytes(buf[:match.start()]))
+            except _BadRequest as bad:
+                self._refuse(conn, now, bad.status, bad.message)
+                return True
+            request.head_end = match.end()
+            conn.request = request
+            length = request.content_length or 0
+            if length > MAX_BODY_BYTES:
+                # Not read: the app refuses it (413) and the connection is closed after.
+                request.body_unread = True
+                del buf[:request.head_end]
+                self._dispatch(conn)
+                return True
+            conn.state = _BODY
+            if request.expect_continue and len(buf) < request.head_end + length:
+                try:
+                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                except _CLIENT_ERRORS:
+                    pass  # best effort: the client sends its body after a second anyway
+        request = conn.request
+        end = request.head_end + (request.content_length or 0)
+        if len(buf) < end:
+            return False
+        request.body = bytes(buf[request.head_end:end])
+        del buf[:end]  # what is left is the start of the next, pipelined request
+        self._dispatch(conn)
+        return True
+
+    def _dispatch(self, conn: _Conn) -> None:
+        self._set_events(conn, 0)
+        conn.state = _WORKER
+        self._work.put_nowait((conn, conn.request))
+
+    def _refuse(self, conn: _Conn, now: float, status: str, message: str) -> None:
+        """Answer a request we will not hand to the app, then close (the loop never blocks:
+        the answer is small and the send buffer empty, so a non-blocking send suffices)."""
+        self.stats["bad_requests"] += 1
+        log.debug("%s: %s (%s)", conn.peer, status, message)
+        try:
+            conn.sock.send(_simple_response(status, (message + "\n").encode()))
+        except _CLIENT_ERRORS:
+            pass
+        self._linger(conn, now)
+
+    def _linger(self, conn: _Conn, now: float) -> None:
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)  # for TLS this also drops the TLS layer
+        except _CLIENT_ERRORS:
+            self._close(conn, None)
+            return
+        conn.state = _LINGER
+        conn.deadline = now + self.linger_seconds
+        conn.lingered = 0
+        self._linger_read(conn)
+
+    def _linger_read(self, conn: _Conn) -> None:
+        while True:
+            try:
+                data = conn.sock.recv(RECV_BYTES)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                self._set_events(conn, selectors.EVENT_READ)
+                return
+            except _CLIENT_ERRORS:
+                data = b""
+            conn.lingered += len(data)
+            if not data or conn.lingered > LINGER_MAX_BYTES:
+                self._close(conn, None)
+                return
+
+    def _take_back(self, now: float) -> None:
+        while self._returned:
+            conn, keep_alive = self._returned.popleft()
+            if conn.state == _CLOSED:
+                continue
+            try:
+                conn.sock.setblocking(False)
+            except _CLIENT_ERRORS:
+                self._close(conn, None)
+                continue
+            if keep_alive and not self._stopping:
+                del self._conns[conn]
+                self._conns[conn] = None  # now the newest waiting connection
+                self._start_head(conn, now, idle=True)
+            else:
+                self._linger(conn, now)
+
+    def _expire(self, now: float) -> None:
+        expired = [conn for conn in self._conns if conn.state in _WAITING and conn.deadline <= now]
+        for conn in expired:
+            if conn.state != _LINGER:
+                self.stats["timed_out"] += 1
+            reason = {_HANDSHAKE: "TLS handshake timed out", _LINGER: None}.get(
+                conn.state, "idle timeout" if conn.idle else "request timed out")
+            self._close(conn, reason)
+
+    def _set_events(self, conn: _Conn, events: int) -> None:
+        if events == conn.events:
+            return
+        try:
+            if conn.events == 0:
+                self._selector.register(conn.sock, events, conn)
+            elif events == 0:
+                self._selector.unregister(conn.sock)
+            else:
+                self._selector.modify(conn.sock, events, conn)
+        except (KeyError, ValueError, OSError):
+            pass
+        conn.events = events
+
+    def _close(self, conn: _Conn, reason: str | None) -> None:
+        if reason:
+            log.debug("%s: %s", conn.peer, reason)
+        self._set_events(conn, 0)
+        self._conns.pop(conn, None)
+        conn.state = _CLOSED
+        _close_quietly(conn.sock)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError, AttributeError):
+            pass  # already woken (buffer full), or closed
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _close_everything(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for conn in list(self._conns):
+                if conn.state == _WORKER:
+                    # The worker owns the socket and closes it; this only stops its I/O.
+                    try:
+                        socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+        for conn in list(self._conns):
+            if conn.state != _WORKER:
+                self._close(conn, None)
+        while self._returned:
+            conn, _ = self._returned.popleft()
+            _close_quietly(conn.sock)
+        self._conns.clear()
+        self._close_resources()
+
+    def _close_resources(self) -> None:
+        if self._selector is not None:
+            self._selector.close()
+        for sock in (self.socket, self._wake_r, self._wake_w):
+            if sock is not None:
+                _close_quietly(sock)
+
+    # --- the handler threads ---------------------------------------------------------------
+
+    def _stop_workers(self) -> None:
+        # Requests still queued are dropped (their connections are closed already).
+        while True:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                _close_quietly(item[0].sock)
+        for _ in self._workers:
+            try:
+                self._work.put_nowait(None)
+            except queue.Full:
+                break
+        deadline = time.monotonic() + SHUTDOWN_JOIN_SECONDS
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+
+    def _work_loop(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            conn, request = item
+            keep_alive = False
+            try:
+                keep_alive = self._respond(conn, request)
+            except Exception:  # noqa: BLE001 - a bug here must not kill the thread
+                log.exception("unexpected error answering %s", conn.peer)
+            self._give_back(conn, keep_alive)
+
+    def _give_back(self, conn: _Conn, keep_alive: bool) -> None:
+        with self._lock:
+            if not self._closed:
+                self._returned.append((conn, keep_alive))
+                closed = False
+            else:
+                closed = True
+                _close_quietly(conn.sock)
+        if not closed:
+            self._wake()
+
+    def _environ(self, conn: _Conn, request: _Request) -> dict:
+        target = request.target
+        if target.startswith(("http://", "https://")):  # absolute-form (RFC 9112 3.2.2)
+            parts = urlsplit(target)
+            path, query = parts.path or "/", parts.query
+        else:
+            path, _, query = target.partition("?")
+            path = path.partition("#")[0]
+            query = query.partition("#")[0]
+        environ = {
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(path, "latin-1"),
+            "QUERY_STRING": query,
+            "SERVER_NAME": self._server_name,
+            "SERVER_PORT": self._server_port,
+            "SERVER_PROTOCOL": request.version,
+            "REMOTE_ADDR": str(conn.addr[0]) if isinstance(conn.addr, tuple) else "",
+            "REMOTE_PORT": str(conn.addr[1]) if isinstance(conn.addr, tuple) else "",
+            "CONTENT_TYPE": "text/plain",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "https" if conn.tls else "http",
+            "wsgi.input": io.BytesIO(request.body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        if request.content_length is not None:
+            environ["CONTENT_LENGTH"] = str(request.content_length)
+        for name, value in request.headers:
+            lower = name.lower()
+            if lower == "content-type":
+                environ["CONTENT_TYPE"] = value
+                continue
+            if lower == "content-length" or "_" in name:
+                continue  # "_" would let X_Forwarded_For pass for X-Forwarded-For
+            key = "HTTP_" + name.upper().replace("-", "_")
+            environ[key] = environ[key] + "," + value if key in environ else value
+        return environ
+
+    def _respond(self, conn: _Conn, request: _Request) -> bool:
+        """Run the app for one request and send its response; True to keep the connection."""
+        may_keep_alive = request.keep_alive and not request.body_unread and not self._stopping
+        response = _Response(conn.sock, request, self.send_timeout, may_keep_alive)
+        environ = self._environ(conn, request)
+        result = None
+        ok = False
+        try:
+            result = self.app(environ, response.start_response)
+            if response.header("Content-Length") is None and isinstance(result, (list, tuple)) \
+                    and response.status is not None \
+                    and all(isinstance(chunk, bytes) for chunk in result):
+                response.headers.append(("Content-Length", str(sum(map(len, result)))))
+            for chunk in result:  # for HEAD too (write() drops the body): the app may call
+                response.write(chunk)  # start_response only when its first chunk is asked for
+            response.finish()
+            ok = True
+        except _ClientGone as gone:
+            log.debug("%s: response not delivered: %s", conn.peer, gone)
+        except Exception:  # noqa: BLE001 - answer 500 and keep serving
+            log.error("error answering %s %s", request.method, environ["PATH_INFO"],
+                      exc_info=True)
+            if not response.headers_sent:
+                try:
+                    _send_all(conn.sock, _simple_response("500 Internal Server Error",
+                                                          b"internal server error\n"),
+                              time.monotonic() + self.send_timeout)
+                except _ClientGone:
+                    pass
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    log.error("error closing the response to %s %s", request.method,
+                              environ["PATH_INFO"], exc_info=True)
+                    ok = False
+        log.debug('%s "%s %s %s" %s %d', conn.peer, request.method, request.target,
+                  request.version, (response.status or "500").split(" ", 1)[0],
+                  response.sent_body)
+        return ok and response.keep_alive
+
+
+def _close_quietly(sock) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
