@@ -443,7 +443,8 @@ SCHEMA: tuple[Setting, ...] = (
             check=_positive_duration, flag="--tfserving.timeout"),
     Setting("tfserving.timeout_offset", DURATION, "500ms",
             doc="Subtracted from Prometheus' X-Prometheus-Scrape-Timeout-Seconds to leave time "
-                "to answer.",
+                "to answer; the calls keep at least half of the scrape timeout (README: "
+                "Deadlines).",
             flag="--tfserving.timeout-offset"),
     Setting("tfserving.grpc_tls.enabled", BOOLEAN, False,
             doc="Talk TLS to TF Serving's gRPC port (TF Serving's `--ssl_config_file`).",
@@ -483,7 +484,7 @@ SCHEMA: tuple[Setting, ...] = (
             doc="Series exported by the pass-through at most; the rest are counted in "
                 '`tfserving_exporter_dropped_total{kind="native_series"}`.',
             check=_positive_int),
-    Setting("collectors.native.max_series", INTEGER, 100000,
+    Setting("collectors.native.max_series", INTEGER, 50000,
             doc="Sample lines of the bridged families (requests, latencies, loads) exported "
                 "at most, whole series at a time; the rest are counted in "
                 '`tfserving_exporter_dropped_total{kind="native_series"}`.',

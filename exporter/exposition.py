@@ -79,11 +79,13 @@ def encode(families: Iterable, registries: Iterable, accept_header: str) -> tupl
         (prerendered if isinstance(family, TextFamily) else standard).append(family)
     encoder, content_type = choose_encoder(accept_header)
     body = encoder(_Sources([_Families(standard), *registries]))
-    if prerendered:
-        extra = "".join(family.render() for family in prerendered).encode("utf-8")
-        eof = OPENMETRICS_EOF.encode()
-        if body.endswith(eof):
-            body = body[: -len(eof)] + extra + eof
-        else:
-            body += extra
-    return body, content_type
+    if not prerendered:
+        return body, content_type
+    # One join of all the parts: a bridged page can be tens of MB, so no intermediate copy.
+    eof = OPENMETRICS_EOF.encode()
+    has_eof = body.endswith(eof)
+    parts = [body[: -len(eof)] if has_eof else body]
+    parts.extend(family.render().encode("utf-8") for family in prerendered)
+    if has_eof:
+        parts.append(eof)
+    return b"".join(parts), content_type

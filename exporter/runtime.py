@@ -81,16 +81,17 @@ def build_collection(config, selfmetrics: SelfMetrics, clients: dict,
             Limiter(dropped, "signature", limits.max_signatures_per_version),
             Limiter(dropped, "tensor", limits.max_tensors_per_signature)))
     native = config.collectors.native
-    if native.enabled and "rest" in clients:
-        collectors.append(NativeCollector(tf.metrics_path, source.base_paths,
-                                          native.passthrough, native.max_passthrough_series,
-                                          dropped))
-    collectors.extend(extra_collectors)
     model_limit = Limiter(dropped, "model", limits.max_models)
 
     def models() -> list[str]:
         return model_limit.cap(sorted(source.models()))
 
+    if native.enabled and "rest" in clients:
+        collectors.append(NativeCollector(
+            tf.metrics_path, source.base_paths, native.passthrough,
+            native.max_passthrough_series, dropped, max_series=native.max_series,
+            max_models=limits.max_models, known_models=source.models))
+    collectors.extend(extra_collectors)
     return Collection(clients, collectors, ping_paths={"rest": (tf.metrics_path,)},
                       models=models,
                       dropped=lambda kind, count: dropped.labels(kind).inc(count))

@@ -279,12 +279,13 @@ def grpc_status_reply(versions: Iterable[tuple[int, str]]) -> bytes:
     return reply.SerializeToString()
 
 
-def grpc_metadata_reply(model: str, signatures: int, tensors_each: int = 1) -> bytes:
+def grpc_metadata_reply(model: str, signatures: int, tensors_each: int = 1,
+                        method: str = "tensorflow/serving/predict") -> bytes:
     meta = protos.get_model_metadata_pb2
     signature_map = meta.SignatureDefMap()
     for index in range(signatures):
         sig = signature_map.signature_def[f"sig_{index:06d}"]
-        sig.method_name = "tensorflow/serving/predict"
+        sig.method_name = method
         for tensor in range(tensors_each):
             info = sig.inputs[f"in_{tensor}"]
             info.name = f"in_{tensor}:0"

@@ -158,7 +158,7 @@ def test_huge_pages_are_refused_or_cut_within_memory(start, rest, body, problem)
 
 
 def test_metadata_with_1e5_signatures_is_cut_and_counted(start, grpc_server):
-    reply = grpc_metadata_reply("m", 100_000)
+    reply = grpc_metadata_reply("m", 100_000, tensors_each=0, method="")  # 2.5 MB
     grpc_server.replies.metadata = lambda request: reply
     exporter = start()
     text = keeps_the_promise(exporter)
@@ -166,6 +166,15 @@ def test_metadata_with_1e5_signatures_is_cut_and_counted(start, grpc_server):
                   if s.name == "tfserving_model_signature_info"]
     assert len(signatures) == 50  # limits.max_signatures_per_version
     assert dropped(text, "signature") >= 3 * (100_000 - 50)  # counted on every scrape
+
+
+def test_metadata_over_the_reply_budget_fails_that_version_only(start, grpc_server):
+    reply = grpc_metadata_reply("m", 100_000)  # 6.4 MB, over gRPC's 4 MiB
+    grpc_server.replies.metadata = lambda request: reply
+    exporter = start()
+    text = keeps_the_promise(exporter)
+    assert success(text, "metadata") == 0 and success(text, "status") == 1
+    assert "RESOURCE_EXHAUSTED" in exporter.log_text()
 
 
 @pytest.mark.parametrize("make", [

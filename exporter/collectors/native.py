@@ -16,25 +16,53 @@ model version only inside ``model_path``. This collector reads it on every scrap
                                                   -> tfserving_batch_queuing_duration_seconds{thread_pool}
 
 and, when asked, every other TF metric under a ``tensorflow_`` name (capped).
+
+The page is untrusted input; whatever it holds, a scrape ends by its deadline with valid
+series or an honest failure, and what it builds is bounded:
+
+- the page is parsed a slice at a time, the deadline checked after each (``PageDeadline``),
+  and the samples of the bridged families are converted as they are read, never all kept;
+- bridged series (bucket, ``_sum`` and ``_count`` lines each count) are capped at
+  ``max_series`` in page order, a histogram always whole; the models they cover are capped at
+  ``max_models`` (the configured models always in, the others in sorted name order), the
+  ``model_path`` families by their mapped model; pass-through lines at
+  ``max_passthrough_series``. What a cap leaves out is counted as ``native_series``;
+- samples and series failing ``page_checks`` (NaN, negative counters, bad buckets, label
+  text over 4096 characters, duplicates) are dropped and counted as ``native_invalid``; the
+  first problem of a scrape is kept in ``last_problem`` and logged at most every few minutes;
+- the caches that make a steady page cheap are bounded in entries and bytes (CACHE BUDGETS).
 """
 
 from __future__ import annotations
 
 import logging
-import re
+import time
 from typing import Callable, Iterable
 
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily, Metric)
+from prometheus_client.core import Metric
 
 from exporter.collectors.base import CollectorError
-from exporter.exposition import TextFamily, format_value, label_text as render_labels
+from exporter.collectors.native_admission import _Budget, _ModelGate
+from exporter.collectors.native_counters import _CounterSink, _CounterSpec
+from exporter.collectors.native_histograms import _HistogramSink, _HistogramSpec
+from exporter.collectors.native_passthrough import (PASSTHROUGH_FAMILY_SLACK, _PassThrough,
+                                                    passthrough_name)
+from exporter.collectors.native_sink_base import _Sink
+from exporter.collectors.native_units import MICROSECONDS, seconds_text, to_seconds
 from exporter.scrape import Scrape
-from exporter.tfserving.prometheus_page import Family, PageError, labels, parse_page, split_le
+from exporter.tfserving import page_checks as checks
+from exporter.tfserving.page_checks import INF, Tally
+from exporter.tfserving.prometheus_page import (CachePool, Families, PageDeadline, PageError,
+                                                SizedCache, link, parse_page)
+
+__all__ = ["BATCH_QUEUING", "BRIDGED", "BUCKET_CACHE_BYTES", "LOAD_ATTEMPTS", "LOAD_LATENCY",
+           "MICROSECONDS", "MONITORING_HINT", "PASSTHROUGH_FAMILY_SLACK", "PROBLEM_LOG_SECONDS",
+           "REQUEST_CACHE_BYTES", "REQUEST_COUNT", "REQUEST_LATENCY", "RUNTIME_LATENCY",
+           "SERIES_CACHE_BYTES", "ModelPathMapper", "NativeCollector", "api_label",
+           "passthrough_name", "seconds_text", "to_seconds"]
 
 log = logging.getLogger(__name__)
 
-MICROSECONDS = 1e-6
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
@@ -49,29 +77,25 @@ MONITORING_HINT = (
     "--monitoring_config_file=/path/monitoring.config (and a --rest_api_port), the file "
     'holding: prometheus_config { enable: true, path: "%s" }')
 
+# CACHE BUDGETS. The caches that make a steady page cheap (a dict lookup a line) are shared by
+# every scrape and bounded in entries and in bytes (sizes estimated at insertion, keys of at
+# most 256 characters), whatever the pages. At worst they hold:
+#   parsed label texts (prometheus_page._parsed_labels)          4 MiB
+#   bucket limit texts (native_units._limits)                    0.25 MiB
+#   bucket line prefixes of the three histograms, together       8 MiB  (~19,000 bucket lines,
+#                                                                         ~500 series of TF's
+#                                                                         36 lines, all cached)
+#   histogram series (cells and checked bucket shapes), together 2 MiB  (~2,000 series)
+#   request_count label texts                                    1 MiB
+# about 15.3 MiB in all. Entry counts are capped from the series cap (half of it for bucket
+# lines, a twentieth for series). A bigger page is converted with the caches holding what fits
+# (lines beyond take the slower path: they are split, mapped and rendered each scrape).
+BUCKET_CACHE_BYTES = 8 << 20
+SERIES_CACHE_BYTES = 2 << 20
+REQUEST_CACHE_BYTES = 1 << 20
 
-def to_seconds(microseconds: float) -> float:
-    """µs → s, rounded to 12 significant digits so 320 µs is 0.00032, not 0.00031999999999999997
-    (TF's values carry at most 6 significant digits, or whole µs)."""
-    return float(f"{microseconds * MICROSECONDS:.12g}")
-
-
-_seconds_texts: dict[str, str] = {}
-
-
-def seconds_text(microseconds_text: str) -> str:
-    """A bucket limit in µs as TF prints it (``%g``) → seconds, without float noise
-    (``32.4`` → ``3.24e-05``, not ``3.2399999999999996e-05``). Memoised: a page has a few
-    dozen distinct limits repeated thousands of times."""
-    converted = _seconds_texts.get(microseconds_text)
-    if converted is None:
-        if microseconds_text in ("+Inf", "Inf", "inf"):
-            converted = "+Inf"
-        else:
-            converted = repr(to_seconds(float(microseconds_text)))
-        if len(_seconds_texts) < 10_000:  # bounded even for a page with odd limits
-            _seconds_texts[microseconds_text] = converted
-    return converted
+# Invalid samples are logged (the first of the scrape, with the count) at most this often.
+PROBLEM_LOG_SECONDS = 600.0
 
 
 def api_label(value: str) -> str:
@@ -82,90 +106,108 @@ def api_label(value: str) -> str:
 
 class ModelPathMapper:
     """``model_path`` (a version directory) → (model, version), via the model base paths when
-    known (models.config), else the last two path parts."""
+    known (models.config), else the last two path parts. Only ASCII digits (at most 19) are a
+    version number; any other directory name is the version label as written."""
 
     def __init__(self, base_paths: Callable[[], dict[str, str]]) -> None:
         self._base_paths = base_paths
 
+    def snapshot(self) -> Callable[[str], tuple[str, str]]:
+        """The mapping with the base paths read once (a scrape maps many paths)."""
+        prefixes = [(model, base.rstrip("/") + "/") for model, base in self._base_paths().items()]
+
+        def model_of(model_path: str) -> tuple[str, str]:
+            path = model_path.rstrip("/")
+            for model, prefix in prefixes:
+                if path.startswith(prefix):
+                    return model, checks.version_label(path[len(prefix):].split("/")[0])
+            head, _, version = path.rpartition("/")
+            return head.rpartition("/")[2] or head, checks.version_label(version)
+        return model_of
+
     def __call__(self, model_path: str) -> tuple[str, str]:
-        path = model_path.rstrip("/")
-        for model, base in self._base_paths().items():
-            prefix = base.rstrip("/") + "/"
-            if path.startswith(prefix):
-                return model, _version_label(path[len(prefix):].split("/")[0])
-        head, _, version = path.rpartition("/")
-        return head.rpartition("/")[2] or head, _version_label(version)
+        return self.snapshot()(model_path)
 
 
-def _version_label(directory: str) -> str:
-    # Version directories may be zero-padded ("00000123"); versions are integers.
-    return str(int(directory)) if directory.isdigit() else directory
+class _Conversion:
+    """One scrape's conversion of the page: the sinks, the model gate, the budgets, the tally.
+    Per call, so concurrent scrapes share only the (thread-safe) caches."""
 
+    def __init__(self, collector: "NativeCollector",
+                 expired: Callable[[], bool] | None) -> None:
+        self.collector = collector
+        self.expired = expired
+        self.generation = 0
+        self.start()
 
-class _HistogramBridge:
-    """Bridges one TF histogram (µs) into a seconds histogram, rendered straight to text.
+    def start(self) -> None:
+        collector = self.collector
+        self.generation += 1
+        self.tally = Tally()
+        self.budget = _Budget(collector.max_series)
+        self.gate = _ModelGate(set(collector.known_models()), collector.max_models,
+                               self._evict)
+        self.model_of = collector.model_of.snapshot()
+        specs = collector.specs
+        self.sinks: dict[str, _Sink] = {
+            REQUEST_COUNT: _CounterSink(self, specs[REQUEST_COUNT]),
+            REQUEST_LATENCY: _HistogramSink(self, specs[REQUEST_LATENCY], self.budget,
+                                            self.gate),
+            RUNTIME_LATENCY: _HistogramSink(self, specs[RUNTIME_LATENCY], self.budget,
+                                            self.gate),
+            BATCH_QUEUING: _HistogramSink(self, specs[BATCH_QUEUING], self.budget, None),
+            LOAD_ATTEMPTS: _CounterSink(self, specs[LOAD_ATTEMPTS]),
+            LOAD_LATENCY: _CounterSink(self, specs[LOAD_LATENCY]),
+        }
+        self.passthrough = (_PassThrough(self, collector.max_passthrough_series)
+                            if collector.passthrough else None)
 
-    The rendered prefix of every series (``name_bucket{labels,le="…"} ``) is cached by the raw
-    label text TF Serving wrote, so a steady page costs a dict lookup per line. The cache is
-    cleared when it outgrows ``max_series`` (label churn), never unbounded.
-    """
+    def release(self) -> None:
+        """Break the sinks' references back to the conversion, so what a scrape built is freed
+        as soon as it is rendered (not at the next full garbage collection)."""
+        self.sinks = {}
+        self.passthrough = None
+        self.gate = None
 
-    def __init__(self, tf_name: str, name: str, documentation: str,
-                 label_values: Callable[[dict[str, str]], dict[str, str]],
-                 max_series: int = 200_000) -> None:
-        self._tf_name = tf_name
-        self._name = name
-        self._documentation = documentation
-        self._label_values = label_values
-        self._max_series = max_series
-        self._bucket_prefix: dict[str, tuple[str, bool]] = {}  # raw text -> (prefix, is +Inf)
-        self._cell_prefix: dict[str, tuple[str, str]] = {}  # raw base text -> count, sum prefixes
+    def restart(self, generation: int) -> None:
+        """The parser starts over (``clear()`` on every sink): so does the conversion, once."""
+        if generation == self.generation:
+            self.start()
 
-    def _bucket(self, raw: str) -> tuple[str, bool]:
-        cached = self._bucket_prefix.get(raw)
-        if cached is None:
-            base, le = split_le(raw)
-            seconds = seconds_text(le)
-            rendered = render_labels(self._label_values(labels(base)))
-            separator = "," if rendered else ""
-            cached = (f'{self._name}_bucket{{{rendered}{separator}le="{seconds}"}} ',
-                      seconds == "+Inf")
-            self._remember(self._bucket_prefix, raw, cached)
-        return cached
+    def wanted(self, name: str):
+        sink = self.sinks.get(name)
+        if sink is not None:
+            return sink
+        if self.passthrough is None:
+            return False
+        return self.passthrough.route(name)
 
-    def _cell(self, raw: str) -> tuple[str, str]:
-        cached = self._cell_prefix.get(raw)
-        if cached is None:
-            rendered = render_labels(self._label_values(labels(raw)))
-            cached = (f"{self._name}_count{{{rendered}}} ", f"{self._name}_sum{{{rendered}}} ")
-            self._remember(self._cell_prefix, raw, cached)
-        return cached
+    def _evict(self, model: str) -> None:
+        for name in (REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY, LOAD_ATTEMPTS,
+                     LOAD_LATENCY):
+            exported, page_lines = self.sinks[name].evict(model)
+            self.budget.left += exported
+            self.tally.capped += page_lines
 
-    def _remember(self, cache: dict, key: str, value) -> None:
-        if len(cache) >= self._max_series:
-            cache.clear()
-        cache[key] = value
+    def _check_deadline(self) -> None:
+        if self.expired is not None and self.expired():
+            raise PageDeadline(message="converting the page stopped at the scrape deadline")
 
-    def convert(self, family: Family) -> TextFamily:
-        lines: list[str] = []
-        append = lines.append
-        last_was_inf, inf_count = False, "0"
-        for sample_name, raw, value in family.samples:
-            if sample_name[-7:] == "_bucket":
-                prefix, last_was_inf = self._bucket(raw)
-                if last_was_inf:
-                    inf_count = value
-                append(prefix + value)  # a count, already a number as TF wrote it
-            elif sample_name[-4:] == "_sum":
-                # TF writes _sum before _count; the +Inf bucket is the count, so both are
-                # written here, in prometheus_client's order.
-                if not last_was_inf:
-                    raise PageError(f"{self._tf_name}{{{raw}}}: buckets do not end with +Inf")
-                count_prefix, sum_prefix = self._cell(raw)
-                append(count_prefix + inf_count)
-                append(sum_prefix + format_value(to_seconds(float(value))))
-                last_was_inf = False
-        return TextFamily(self._name, "histogram", self._documentation, lines)
+    def metrics(self, families: Families) -> list:
+        sinks = self.sinks
+        for sink in sinks.values():
+            sink.close()  # the last series of each histogram (may push a model out)
+        order = (REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY, BATCH_QUEUING,
+                 LOAD_ATTEMPTS, LOAD_LATENCY)
+        result = []
+        for name in order:
+            self._check_deadline()
+            result.append(sinks[name].metric())
+        if self.passthrough is not None:
+            self.tally.capped += families.skipped  # families beyond the pass-through slots
+            self._check_deadline()
+            result.extend(self.passthrough.metrics())
+        return result
 
 
 class NativeCollector:
@@ -173,32 +215,78 @@ class NativeCollector:
 
     def __init__(self, metrics_path: str, base_paths: Callable[[], dict[str, str]],
                  passthrough: bool = False, max_passthrough_series: int = 1000,
-                 dropped_counter=None) -> None:
+                 dropped_counter=None, *, max_series: int = 100_000, max_models: int = 100,
+                 known_models: Callable[[], list[str]] = lambda: []) -> None:
         self._path = metrics_path
-        self._model_of = ModelPathMapper(base_paths)
-        self._passthrough = passthrough
-        self._max_passthrough = max_passthrough_series
+        self.model_of = ModelPathMapper(base_paths)
+        self.passthrough = passthrough
+        self.max_passthrough_series = max_passthrough_series
+        self.max_series = max_series
+        self.max_models = max_models
+        self.known_models = known_models
         self._dropped = dropped_counter
         self._hinted = False
-        self._request_latency = _HistogramBridge(
-            REQUEST_LATENCY, "tfserving_request_duration_seconds",
-            "Latency of successful requests in TF Serving (from "
-            ":tensorflow:serving:request_latency, µs converted to s).",
-            lambda l: {"model": l.get("model_name", ""), "api": api_label(l.get("API", "")),
-                       "entrypoint": l.get("entrypoint", "").lower()})
-        self._runtime_latency = _HistogramBridge(
-            RUNTIME_LATENCY, "tfserving_runtime_duration_seconds",
-            "Time TF Serving spent running the model (from "
-            ":tensorflow:serving:runtime_latency, µs converted to s).",
-            lambda l: {"model": l.get("model_name", ""), "api": api_label(l.get("API", "")),
-                       "runtime": l.get("runtime", "")})
-        self._batch_queuing = _HistogramBridge(
-            BATCH_QUEUING, "tfserving_batch_queuing_duration_seconds",
-            "Time requests waited in TF Serving's batching queue (from "
-            ":tensorflow:serving:batching_session:queuing_latency, µs converted to s).",
-            lambda l: {"thread_pool": l.get("thread_pool_name", "")})
+        self.last_problem: str | None = None  # the first invalid sample of the last scrape
+        self.last_tally = Tally()
+        self._problem_logged_at = -INF
+        bucket_pool = CachePool(BUCKET_CACHE_BYTES)
+        cell_pool = CachePool(SERIES_CACHE_BYTES * 5 // 8)  # cells are bigger than shapes
+        shape_pool = CachePool(SERIES_CACHE_BYTES * 3 // 8)
 
-    def _fetch(self, scrape: Scrape) -> str:
+        def histogram_caches() -> tuple[SizedCache, SizedCache, SizedCache]:
+            # Bucket entries refer to cells, shapes to bucket entries: linked, they start over
+            # together (when the sink finds the bucket cache stale), so no cache keeps
+            # another's forgotten entries alive.
+            caches = (SizedCache(max(1000, max_series // 2), BUCKET_CACHE_BYTES,
+                                 pool=bucket_pool, settled=True),
+                      SizedCache(max(100, max_series // 20), cell_pool.max_bytes,
+                                 pool=cell_pool, settled=True),
+                      SizedCache(max(100, max_series // 20), shape_pool.max_bytes,
+                                 pool=shape_pool, settled=True))
+            link(*caches)
+            return caches
+
+        self.specs = {
+            # Request counts: ~700 bytes an entry, 1 MiB hold 1,500 (model, status) texts.
+            REQUEST_COUNT: _CounterSpec(
+                REQUEST_COUNT, "tfserving_requests", "Requests TF Serving handled, by model "
+                "and status (from :tensorflow:serving:request_count).", ["model", "status"],
+                lambda l, _: {"model": l.get("model_name", ""), "status": l.get("status", "")},
+                cache=SizedCache(max_entries=4096, max_bytes=REQUEST_CACHE_BYTES)),
+            # The model_path families are mapped with the base paths of the moment (which a
+            # reload changes), so they are not cached; TF writes one line per version.
+            LOAD_ATTEMPTS: _CounterSpec(
+                LOAD_ATTEMPTS, "tfserving_model_load_attempts", "SavedModel load attempts by "
+                "model version and status (from :tensorflow:cc:saved_model:load_attempt_count).",
+                ["model", "version", "status"], _load_attempt_labels),
+            LOAD_LATENCY: _CounterSpec(
+                LOAD_LATENCY, "tfserving_model_load_duration_seconds", "Total time spent "
+                "loading the model version (from :tensorflow:cc:saved_model:load_latency, µs "
+                "converted to s).", ["model", "version"], _load_latency_labels,
+                scale=to_seconds),
+            REQUEST_LATENCY: _HistogramSpec(
+                REQUEST_LATENCY, "tfserving_request_duration_seconds",
+                "Latency of successful requests in TF Serving (from "
+                ":tensorflow:serving:request_latency, µs converted to s).",
+                lambda l: {"model": l.get("model_name", ""), "api": api_label(l.get("API", "")),
+                           "entrypoint": l.get("entrypoint", "").lower()},
+                caches=histogram_caches()),
+            RUNTIME_LATENCY: _HistogramSpec(
+                RUNTIME_LATENCY, "tfserving_runtime_duration_seconds",
+                "Time TF Serving spent running the model (from "
+                ":tensorflow:serving:runtime_latency, µs converted to s).",
+                lambda l: {"model": l.get("model_name", ""), "api": api_label(l.get("API", "")),
+                           "runtime": l.get("runtime", "")},
+                caches=histogram_caches()),
+            BATCH_QUEUING: _HistogramSpec(
+                BATCH_QUEUING, "tfserving_batch_queuing_duration_seconds",
+                "Time requests waited in TF Serving's batching queue (from "
+                ":tensorflow:serving:batching_session:queuing_latency, µs converted to s).",
+                lambda l: {"thread_pool": l.get("thread_pool_name", "")},
+                model_scoped=False, caches=histogram_caches()),
+        }
+
+    def _fetch(self, scrape: Scrape) -> bytes:
         client = scrape.client("rest")
         reply = scrape.call("rest", lambda deadline: client.request(
             "metrics_page", "GET", self._path, deadline))
@@ -212,125 +300,57 @@ class NativeCollector:
             raise CollectorError(f"TF Serving's monitoring page {self._path} answered "
                                  f"HTTP {reply.status}")
         self._hinted = False
-        try:
-            return reply.body.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise CollectorError(f"monitoring page is not UTF-8: {err}") from None
+        body = reply.body  # decoded by the parser a slice at a time
+        return body if isinstance(body, (bytes, str)) else bytes(body)
 
     def collect(self, scrape: Scrape) -> Iterable[Metric]:
         try:
-            metrics = self.convert(self._fetch(scrape))
+            metrics = self.convert(self._fetch(scrape), expired=scrape.deadline.expired)
+        except PageDeadline as err:
+            raise CollectorError(f"TF Serving's monitoring page: {err}") from None
         except PageError as err:
             raise CollectorError(f"cannot parse TF Serving's monitoring page: {err}") from None
+        self._log_problem()
         yield from metrics
 
-    def convert(self, text: str) -> list[Metric]:
-        """The page's text → the exported families (all or nothing: raises PageError)."""
-        wanted = None if self._passthrough else BRIDGED.__contains__
-        families = parse_page(text, wanted)
-        metrics = list(self._bridge(families))
-        if self._passthrough:
-            metrics.extend(self._pass_through(families))
+    def _log_problem(self) -> None:
+        tally = self.last_tally
+        now = time.monotonic()
+        if tally.problem is None or now - self._problem_logged_at < PROBLEM_LOG_SECONDS:
+            return
+        self._problem_logged_at = now
+        log.warning("TF Serving's monitoring page: %d invalid sample lines left out of this "
+                    "scrape (counted in tfserving_exporter_dropped_total{kind=\"native_invalid\"}"
+                    "; logged at most every %d s); the first: %s", tally.invalid,
+                    PROBLEM_LOG_SECONDS, tally.problem)
+
+    def convert(self, text: str | bytes,
+                expired: Callable[[], bool] | None = None) -> list[Metric]:
+        """The page (text, or its UTF-8 bytes) → the exported families. A malformed page raises
+        PageError (nothing of it is exported); ``expired()`` true raises PageDeadline. Invalid
+        samples and series are left out and counted, once per kind per call."""
+        conversion = _Conversion(self, expired)
+        try:
+            families = parse_page(text, conversion.wanted, expired)
+            metrics = conversion.metrics(families)
+        finally:
+            conversion.release()
+        tally = conversion.tally
+        self.last_tally = tally
+        self.last_problem = tally.problem
+        if self._dropped is not None:
+            if tally.capped:
+                self._dropped.labels("native_series").inc(tally.capped)
+            if tally.invalid:
+                self._dropped.labels("native_invalid").inc(tally.invalid)
         return metrics
 
-    def _bridge(self, families: dict[str, Family]) -> Iterable[Metric]:
-        empty = Family("")
-        requests = CounterMetricFamily(
-            "tfserving_requests", "Requests TF Serving handled, by model and status "
-            "(from :tensorflow:serving:request_count).", labels=["model", "status"])
-        for _, label_text, value in families.get(REQUEST_COUNT, empty).samples:
-            found = labels(label_text)
-            requests.add_metric([found.get("model_name", ""), found.get("status", "")],
-                                float(value))
-        yield requests
 
-        yield self._request_latency.convert(families.get(REQUEST_LATENCY, empty))
-        yield self._runtime_latency.convert(families.get(RUNTIME_LATENCY, empty))
-        yield self._batch_queuing.convert(families.get(BATCH_QUEUING, empty))
-
-        attempts = CounterMetricFamily(
-            "tfserving_model_load_attempts", "SavedModel load attempts by model version and "
-            "status (from :tensorflow:cc:saved_model:load_attempt_count).",
-            labels=["model", "version", "status"])
-        for _, label_text, value in families.get(LOAD_ATTEMPTS, empty).samples:
-            found = labels(label_text)
-            model, version = self._model_of(found.get("model_path", ""))
-            attempts.add_metric([model, version, found.get("status", "")], float(value))
-        yield attempts
-
-        load_time = CounterMetricFamily(
-            "tfserving_model_load_duration_seconds", "Total time spent loading the model "
-            "version (from :tensorflow:cc:saved_model:load_latency, µs converted to s).",
-            labels=["model", "version"])
-        for _, label_text, value in families.get(LOAD_LATENCY, empty).samples:
-            model, version = self._model_of(labels(label_text).get("model_path", ""))
-            load_time.add_metric([model, version], to_seconds(float(value)))
-        yield load_time
-
-    def _pass_through(self, families: dict[str, Family]) -> Iterable[Metric]:
-        budget = self._max_passthrough
-        for name, family in sorted(families.items()):
-            if name in BRIDGED or not family.samples:
-                continue
-            exported = passthrough_name(name)
-            if family.type in ("counter", "gauge"):
-                kind = CounterMetricFamily if family.type == "counter" else GaugeMetricFamily
-                metric, label_names = None, []
-                for _, label_text, value in family.samples:
-                    found = labels(label_text)
-                    if metric is None:
-                        label_names = list(found)
-                        metric = kind(exported, f"Passed through from TF Serving's {name} "
-                                                "(unit as TF reports it).", labels=label_names)
-                    if budget <= 0:
-                        self._drop(1)
-                        continue
-                    metric.add_metric([found.get(k, "") for k in label_names], float(value))
-                    budget -= 1
-                if metric is not None:
-                    yield metric
-            elif family.type == "histogram":
-                cells = len([s for s in family.samples if s[0].endswith("_count")])
-                if cells > budget:
-                    self._drop(cells)
-                    continue
-                budget -= cells
-                yield _raw_histogram(family, exported)
-
-    def _drop(self, count: int) -> None:
-        if self._dropped is not None:
-            self._dropped.labels("native_series").inc(count)
+def _load_attempt_labels(found: dict[str, str], model_of) -> dict[str, str]:
+    model, version = model_of(found.get("model_path", ""))
+    return {"model": model, "version": version, "status": found.get("status", "")}
 
 
-_NOT_NAME = re.compile(r"[^a-zA-Z0-9_]+")
-
-
-def passthrough_name(tf_name: str) -> str:
-    """``:tensorflow:core:graph_runs`` → ``tensorflow_core_graph_runs``."""
-    stripped = tf_name.strip(":")
-    if stripped.startswith("tensorflow:"):
-        stripped = stripped[len("tensorflow:"):]
-    return "tensorflow_" + _NOT_NAME.sub("_", stripped).strip("_")
-
-
-def _raw_histogram(family: Family, exported: str) -> HistogramMetricFamily:
-    label_names: list[str] | None = None
-    cells: dict[str, dict] = {}
-    for sample_name, label_text, value in family.samples:
-        if sample_name.endswith("_bucket"):
-            base, le = split_le(label_text)
-            cells.setdefault(base, {"buckets": [], "sum": 0.0})["buckets"].append(
-                ("+Inf" if le in ("+Inf", "Inf") else repr(float(le)), float(value)))
-        elif sample_name.endswith("_sum"):
-            cells.setdefault(label_text, {"buckets": [], "sum": 0.0})["sum"] = float(value)
-    result = None
-    for base, cell in cells.items():
-        found = labels(base)
-        if result is None:
-            label_names = list(found)
-            result = HistogramMetricFamily(
-                exported, f"Passed through from TF Serving's {family.name} (unit as TF "
-                          "reports it).", labels=label_names)
-        result.add_metric([found.get(k, "") for k in label_names], cell["buckets"],
-                          cell["sum"])
-    return result or HistogramMetricFamily(exported, f"Passed through from {family.name}.")
+def _load_latency_labels(found: dict[str, str], model_of) -> dict[str, str]:
+    model, version = model_of(found.get("model_path", ""))
+    return {"model": model, "version": version}

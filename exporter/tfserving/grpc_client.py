@@ -11,13 +11,14 @@ from exporter.tfserving import protos, tensor_proto
 from exporter.tfserving.deadline import Deadline
 from exporter.files import SMALL_FILE_MAX_BYTES, read_regular_file
 from exporter.tfserving.types import (SignatureMap, TensorSpec, TFServingError, VersionStatus,
-                                      convert_signatures, parse_version)
+                                      convert_signatures, first_names, parse_version)
 
 PROTOCOL = "grpc"
-# What one reply may bring. Status and metadata replies are KiB; canary Predict replies are a
-# batch of outputs. gRPC refuses a larger reply with RESOURCE_EXHAUSTED before parsing it, so
-# this also bounds what a reply is parsed into (a few times its size).
-MAX_RECEIVE_BYTES = 8 * 1024 * 1024
+# What one reply may bring: gRPC's own default, which TF Serving clients live with. Status and
+# metadata replies are KiB; canary Predict replies are a batch of outputs. gRPC refuses a
+# larger reply with RESOURCE_EXHAUSTED before parsing it, so this also bounds what a reply is
+# parsed into (up to ~8 times its size for a map of 1e5 small signatures).
+MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 
 CallObserver = Callable[[str, str, float], None]
 
@@ -28,9 +29,8 @@ def _no_observer(protocol: str, api: str, seconds: float) -> None:
 
 def _tensor_specs(tensors, budget: int) -> tuple[tuple[TensorSpec, ...], int]:
     dtype_name = protos.types_pb2.DataType.Name
-    aliases = sorted(tensors)
     out = []
-    for alias in aliases[:max(budget, 0)]:
+    for alias in first_names(tensors, budget):
         info = tensors[alias]
         shape = info.tensor_shape
         dims = None if shape.unknown_rank else tuple(d.size for d in shape.dim)
@@ -39,7 +39,7 @@ def _tensor_specs(tensors, budget: int) -> tuple[tuple[TensorSpec, ...], int]:
         except ValueError:
             dtype = f"DT_{info.dtype}"
         out.append(TensorSpec(alias=alias, dtype=dtype, shape=dims))
-    return tuple(out), len(aliases) - len(out)
+    return tuple(out), len(tensors) - len(out)
 
 
 def _signature_parts(sig, budget: int):

@@ -9,33 +9,166 @@ normal (the TF-core set changes between releases).
 The parser is strict about structure, because a half-read page must not be mistaken for a
 real one: every line must be a comment or a well-formed sample, and the page must end with a
 newline (TF Serving always writes one; a missing one means the page was cut off).
+
+It is also bounded, because the page is untrusted input (up to the REST client's 16 MiB):
+
+- time: the page is read a slice (``CHUNK_CHARS``) at a time, and ``expired()`` is asked
+  after every slice (and every ``CHECK_LINES`` lines of the line-by-line parser), so a huge
+  page fails with ``PageDeadline`` at the scrape deadline instead of making /metrics late;
+- memory: a page given as bytes is decoded a slice at a time (never a second full copy, and
+  one emoji cannot make the whole text four bytes a character); the regular expression's
+  match list is one slice's; only the families the caller wants are kept, and a caller can
+  take their samples as they are read (a *sink*, see ``parse_page``) instead of keeping them;
+  the caches here and the per-parse name memos have fixed sizes (``SizedCache``).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
-from typing import Callable
+from typing import Callable, Iterator
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_NUMBER_TEXT = r"[-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+\.|Inf|NaN)"
 # One sample on one line: name, optional {labels}, value, optional timestamp. Kept loose for
-# speed (in C over the whole page); the name is checked once per distinct name and label text
-# when a family is read (``labels()``), so garbage still cannot pass as data.
+# speed (in C over a slice of the page); the name is checked once per distinct name and label
+# text when a family is read (``labels()``), so garbage still cannot pass as data.
 _SAMPLE_LINE = re.compile(
     r'^([^{ \t\n#][^{ \t\n]*)(?:\{([^\n]*)\})?[ \t]+'
-    r'([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+\.|Inf|NaN))'
+    r'(' + _NUMBER_TEXT + r')'
     r'(?:[ \t]+-?[0-9]+)?[ \t]*$', re.M)
+# The same number syntax for the line-by-line parser (``float()`` would also take ``1_0``,
+# ``١٢٣`` or ``infinity``, which are not numbers in the exposition format).
+_VALUE = re.compile(_NUMBER_TEXT)
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|$)', re.S)
 _UNESCAPE = re.compile(r"\\(.)", re.S)
+# A text whose quotes are all closed (inside quotes a backslash escapes the next character).
+# Possessive, so a line that does end inside quotes fails in linear time.
+_QUOTES_CLOSED = re.compile(r'(?:[^"]++|"(?:[^"\\]++|\\.)*+")*+', re.S)
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 _MAX_CONTINUATION_LINES = 16  # a label value with raw newlines spans a few lines, not more
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
+_first = itemgetter(0)
+
+# The page is read this many characters (bytes, for a bytes page) at a time, cut at a line
+# end: the deadline is checked after each slice, and the regular expression's list of matches
+# never holds more than one slice (about 2,500 TF Serving lines, 65,000 at most).
+CHUNK_CHARS = 1 << 18
+# The line-by-line parser checks the deadline every this many lines.
+CHECK_LINES = 50_000
+# Per parse, at most this many sample and family names are memoised; a page with more distinct
+# names is still parsed correctly, only more slowly (and stops at the deadline).
+MAX_MEMO_NAMES = 4096
+# Cache keys longer than this are never cached (a long label text is parsed every time): what
+# a cache holds is bounded by its entry count times this, not by what a page puts in it.
+MAX_CACHED_KEY = 256
 
 
 class PageError(ValueError):
     """The page is not a well-formed exposition (garbled, truncated, or not a metrics page)."""
+
+
+class PageDeadline(PageError):
+    """Parsing stopped because the scrape's deadline passed."""
+
+    def __init__(self, lines: int | None = None, message: str | None = None) -> None:
+        super().__init__(message or f"parsing stopped at the scrape deadline after {lines} lines")
+        self.lines = lines
+
+
+class CachePool:
+    """A byte budget shared by several caches."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+
+class SizedCache(dict):
+    """A memo bounded in entries *and* bytes (``max_bytes`` of its own and, optionally, a
+    ``pool`` shared with other caches), which never holds a key longer than ``max_key``.
+
+    When full it keeps what it holds and refuses new keys, so a page larger than the cache
+    still hits for what fits (clearing would make every scrape of such a page miss
+    everything). It starts over when what it holds is going stale (label churn): an owner
+    that counts its hits says so once a scrape (``settle``); otherwise, once it has refused
+    four times as many keys as it holds. Lookups are plain ``dict.get``; ``put`` takes the
+    caller's estimate of what the entry costs (``str_bytes`` of its strings plus fixed
+    overheads). Concurrent scrapes share the caches: each dict operation is atomic, and a race
+    can only blur the byte count until the next start-over (the entry count bounds the cache
+    regardless)."""
+
+    def __init__(self, max_entries: int, max_bytes: int, max_key: int = MAX_CACHED_KEY,
+                 pool: CachePool | None = None, settled: bool = False) -> None:
+        super().__init__()
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_key = max_key
+        self.pool = pool
+        self.settled = settled  # its owner calls settle() once a scrape
+        self.bytes = 0
+        self.refused = 0
+        self.inserted = 0  # since the last settle()
+        self.linked: tuple[SizedCache, ...] = (self,)
+
+    def full(self, size: int = 2048) -> bool:
+        pool = self.pool
+        return (len(self) >= self.max_entries or self.bytes + size > self.max_bytes
+                or (pool is not None and pool.bytes + size > pool.max_bytes))
+
+    def put(self, key, value, size: int) -> bool:
+        """Remember ``value`` under ``key`` unless the cache is full; True when it did."""
+        if len(key) > self.max_key:
+            return False
+        if self.full(size):
+            if self.settled:
+                return False
+            self.refused += 1
+            if self.refused <= 4 * len(self) + 64:
+                return False
+            self.start_over()
+        self[key] = value
+        self.bytes += size
+        self.inserted += 1
+        if self.pool is not None:
+            self.pool.bytes += size
+        return True
+
+    def settle(self, hits: int) -> None:
+        """Called once a scrape with the number of lookups that hit: a full cache whose older
+        entries (those from before this scrape) mostly went unused starts over, so that it can
+        learn the page's new labels."""
+        older, self.inserted = len(self) - self.inserted, 0
+        if older > 0 and hits < older // 4 and self.full():
+            self.start_over()
+
+    def start_over(self) -> None:
+        """Forget everything, and so do the caches linked to this one (``link``): caches whose
+        entries refer to each other's must be forgotten together, or the survivors would keep
+        the forgotten entries alive, outside every budget."""
+        for cache in self.linked:
+            cache.forget()
+
+    def forget(self) -> None:
+        if self.pool is not None:
+            self.pool.bytes -= self.bytes
+        self.clear()
+        self.bytes = self.refused = self.inserted = 0
+
+
+def link(*caches: SizedCache) -> None:
+    """Make the caches start over together."""
+    for cache in caches:
+        cache.linked = caches
+
+
+def str_bytes(text: str) -> int:
+    """What a string costs (CPython: 49 bytes plus one a character when ASCII, up to four a
+    character otherwise): the cheap estimate caches use for their byte budgets."""
+    return 49 + len(text) if text.isascii() else 80 + 4 * len(text)
 
 
 @dataclass
@@ -47,22 +180,34 @@ class Family:
     name: str
     type: str = "untyped"
     # (sample name, label text, value text): the value is checked to be a number but kept as
-    # written, so bucket counts pass through without a float round trip.
+    # written, so bucket counts pass through without a float round trip. Stays empty when the
+    # family's samples went to a sink.
     samples: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-_parsed_labels: dict[str, dict[str, str]] = {}
-_MAX_CACHED_LABEL_TEXTS = 50_000
+class Families(dict):
+    """Families by name; ``skipped`` counts the sample lines of families not wanted."""
+
+    skipped = 0
 
 
-def labels(text: str) -> dict[str, str]:
-    """``model_name="m",status="OK"`` → ``{"model_name": "m", "status": "OK"}``."""
+# Parsed label texts, shared by every scrape. Worst case: 20,000 entries or 4 MiB as estimated
+# at insertion (a 256-character key parsed into ~50 labels is ~8 KiB, so the byte budget is
+# what binds for odd pages); a TF Serving page needs a few hundred entries.
+_parsed_labels = SizedCache(max_entries=20_000, max_bytes=4 << 20)
+
+
+def labels(text: str, remember: bool = True) -> dict[str, str]:
+    """``model_name="m",status="OK"`` → ``{"model_name": "m", "status": "OK"}``. The dict may
+    be shared: do not change it. ``remember=False`` for a caller that caches what it makes of
+    the labels itself."""
     cached = _parsed_labels.get(text)
     if cached is None:
         cached = parse_labels(text, 0) if text else {}
-        if len(_parsed_labels) >= _MAX_CACHED_LABEL_TEXTS:
-            _parsed_labels.clear()  # bounded: pages with churning label sets start over
-        _parsed_labels[text] = cached
+        if remember and len(text) <= MAX_CACHED_KEY:
+            # The key, its name and value strings (at most the key's characters, 98 bytes of
+            # overhead a pair), the dict (~50 bytes a label, 230 at least) and the slot.
+            _parsed_labels.put(text, cached, 2 * str_bytes(text) + 150 * len(cached) + 330)
     return cached
 
 
@@ -91,7 +236,15 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+# Label text as TF Serving writes it (no spaces, no escapes): parsed with two C-level calls.
+_PLAIN_LABELS = re.compile(r'(?:[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",)*'
+                           r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",?')
+_PLAIN_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*)"')
+
+
 def parse_labels(text: str, line_number: int) -> dict[str, str]:
+    if _PLAIN_LABELS.fullmatch(text) is not None:
+        return dict(_PLAIN_LABEL.findall(text))
     found: dict[str, str] = {}
     position = 0
     while position < len(text):
@@ -103,17 +256,6 @@ def parse_labels(text: str, line_number: int) -> dict[str, str]:
         if match.group(3) == "" and position < len(text):
             raise PageError(f"line {line_number}: malformed labels {{{text[:80]}}}")
     return found
-
-
-def _family_name(sample_name: str, families: dict[str, Family]) -> str:
-    if sample_name in families:
-        return sample_name
-    for suffix in _HISTOGRAM_SUFFIXES:
-        if sample_name.endswith(suffix):
-            base = sample_name[: -len(suffix)]
-            if base in families and families[base].type in ("histogram", "summary"):
-                return base
-    return sample_name
 
 
 def _split_sample(line: str, number: int) -> tuple[str, str, str]:
@@ -135,74 +277,226 @@ def _split_sample(line: str, number: int) -> tuple[str, str, str]:
     return name, label_text, fields[0]
 
 
-def parse_page(text: str, wanted: Callable[[str], bool] | None = None) -> dict[str, Family]:
-    """Families by name. ``wanted(family_name)`` limits which families keep their samples
-    (every line is still checked for shape); ``None`` keeps everything.
+_MISSING = object()
 
-    The common case (one sample per line) is matched by one regular expression over the whole
-    page, in C; when its matches do not account for every line (raw newlines in a label value,
-    or a garbled line) the line-by-line parser takes over and names the problem.
+
+class _Router:
+    """Where the samples of each name go, decided once per name (memo bounded): a family's
+    list, a caller's sink, or nowhere (counted in ``Families.skipped``)."""
+
+    def __init__(self, wanted) -> None:
+        self.wanted = wanted
+        self.families = Families()
+        self.kinds: dict[str, str] = {}  # TYPE lines of unwanted families (bounded)
+        self.decisions: dict[str, object] = {}  # family name -> (family, sink or None) or None
+        self.routes: dict[str, object] = {}  # sample name -> adder(samples) or None
+        self.sinks: dict[int, object] = {}
+
+    def family(self, name: str):
+        decision = self.decisions.get(name, _MISSING)
+        if decision is _MISSING:
+            choice = True if self.wanted is None else self.wanted(name)
+            decision = None
+            if choice:
+                family = self.families.get(name)
+                if family is None:
+                    family = self.families[name] = Family(name)
+                if choice is True or not hasattr(choice, "take"):
+                    decision = (family, None)
+                else:
+                    decision = (family, choice)
+                    self.sinks[id(choice)] = choice
+            if len(self.decisions) < MAX_MEMO_NAMES:
+                self.decisions[name] = decision
+        return decision
+
+    def declare(self, name: str, kind: str) -> None:
+        family = self.families.get(name)
+        if family is None and self.family(name) is not None:
+            family = self.families[name]
+        if family is not None:
+            family.type = kind
+        elif len(self.kinds) < MAX_MEMO_NAMES:
+            self.kinds[name] = kind
+
+    def _kind(self, name: str) -> str | None:
+        family = self.families.get(name)
+        return family.type if family is not None else self.kinds.get(name)
+
+    def route(self, sample_name: str):
+        """The adder (called with the samples of a run) for a sample name already checked to
+        be a valid name, or None."""
+        family_name = sample_name
+        if sample_name not in self.families and sample_name not in self.kinds:
+            for suffix in _HISTOGRAM_SUFFIXES:
+                if sample_name.endswith(suffix):
+                    base = sample_name[: -len(suffix)]
+                    if self._kind(base) in ("histogram", "summary"):
+                        family_name = base
+                    break
+        decision = self.family(family_name)
+        add = None
+        if decision is not None:
+            family, sink = decision
+            if sink is None:
+                add = family.samples.extend
+            elif hasattr(sink, "adder"):
+                add = sink.adder(family, sample_name)
+            else:
+                add = partial(sink.take, family, sample_name)
+        if len(self.routes) < MAX_MEMO_NAMES:
+            self.routes[sample_name] = add
+        return add
+
+    def restart(self) -> None:
+        for sink in self.sinks.values():
+            sink.clear()
+
+
+def parse_page(page: str | bytes, wanted: Callable[[str], object] | None = None,
+               expired: Callable[[], bool] | None = None) -> Families:
+    """Families by name, from the page's text (or its UTF-8 bytes).
+
+    ``wanted(family_name)`` says what becomes of a family's samples (every line is still
+    checked for shape): false, they are dropped (and counted in ``Families.skipped``); true,
+    they are kept in ``Family.samples``; or a *sink*, an object with
+    ``take(family, sample_name, samples)`` and ``clear()``, which is handed them as they are
+    read, in page order, a run of one sample name at a time (``clear()`` is called if the
+    parser has to start over). A sink may also have ``adder(family, sample_name)``, giving the
+    callable that takes that sample name's runs directly. ``None`` keeps everything. Only
+    wanted families are returned.
+
+    ``expired()``, when given, is asked after each slice of the page; once true, parsing stops
+    with ``PageDeadline``.
+
+    The common case (one sample per line) is matched by one regular expression per slice, in C;
+    when its matches do not account for every line (raw newlines in a label value, or a
+    garbled line) the line-by-line parser starts over and names the problem.
     """
-    if not text:
-        raise PageError("the page is empty")
-    if not text.endswith("\n"):
-        raise PageError("the page does not end with a newline (cut off?)")
-    body = text[:-1]
-    matches = _SAMPLE_LINE.findall(body)
-    line_count = body.count("\n") + 1
-    comments = body.count("\n#") + body.startswith("#")
-    # Runs of several blank lines are undercounted here; the mismatch sends such (unusual)
-    # pages to the line-by-line parser, which is exact.
-    blanks = body.count("\n\n") + body.startswith("\n") + body.endswith("\n")
-    if len(matches) + comments + blanks != line_count:
-        return _parse_lines(body, wanted)
-    families: dict[str, Family] = {}
-    for name, kind in _type_lines(body):
+    newline = _check_ends(page)
+    end = len(page) - 1  # the body: everything before the final newline
+    router = _Router(wanted)
+    for name, kind in _type_lines(page, end, expired):
         if kind not in _TYPES:
-            return _parse_lines(body, wanted)  # reports the line
-        families.setdefault(name, Family(name)).type = kind
-    keep: dict[str, Family | None] = {}
-    # Samples of one metric are contiguous on a TF Serving page: handle them a run at a time.
-    for sample_name, run in groupby(matches, key=itemgetter(0)):
-        target = keep.get(sample_name, False)
-        if target is False:
-            if _NAME.fullmatch(sample_name) is None:
-                return _parse_lines(body, wanted)  # reports the line
-            family_name = _family_name(sample_name, families)
-            target = None
-            if wanted is None or wanted(family_name):
-                target = families.get(family_name)
-                if target is None:
-                    target = families[family_name] = Family(family_name)
-            keep[sample_name] = target
-        if target is not None:
-            target.samples.extend(run)
+            return _parse_lines(page, wanted, expired, end)  # reports the line
+        router.declare(name, kind)
+    routes = router.routes
+    families = router.families
+    findall = _SAMPLE_LINE.findall
+    done = 0
+    for chunk in _chunks(page, end, newline, done_lines=lambda: done):
+        matches = findall(chunk)
+        # Every line is a sample (one match each), a comment, a blank line or garbage: the
+        # slice is well formed when the matches, comments and blanks add up to its lines.
+        # Most slices of a TF Serving page have no "#" at all and no blank line, which two
+        # single-character scans tell; the substring counts run only when needed.
+        line_count = chunk.count("\n") + 1
+        unmatched = line_count - len(matches)
+        if unmatched and "#" in chunk:
+            unmatched -= chunk.count("\n#") + chunk.startswith("#")
+        if unmatched:
+            # Runs of several blank lines are undercounted here; the mismatch sends such
+            # (unusual) pages to the line-by-line parser, which is exact.
+            blanks = (chunk.count("\n\n") + chunk.startswith("\n") + chunk.endswith("\n")
+                      if chunk else 1)
+            if unmatched != blanks:
+                router.restart()
+                return _parse_lines(page, wanted, expired, end)
+        # Samples of one metric are contiguous on a TF Serving page: a run at a time.
+        for sample_name, run in groupby(matches, key=_first):
+            add = routes.get(sample_name, _MISSING)
+            if add is _MISSING:
+                if _NAME.fullmatch(sample_name) is None:
+                    router.restart()
+                    return _parse_lines(page, wanted, expired, end)  # reports the line
+                add = router.route(sample_name)
+            if add is None:
+                families.skipped += sum(1 for _ in run)
+            else:
+                add(run)
+        done += line_count
+        if expired is not None and expired():
+            raise PageDeadline(done)
     return families
 
 
-def _type_lines(body: str):
+def _check_ends(page) -> str | bytes:
+    if not page:
+        raise PageError("the page is empty")
+    newline = "\n" if isinstance(page, str) else b"\n"
+    if not page.endswith(newline):
+        raise PageError("the page does not end with a newline (cut off?)")
+    return newline
+
+
+def _chunks(page, end: int, newline, done_lines: Callable[[], int] = lambda: 0) -> Iterator[str]:
+    """``page[:end]`` as text, a slice of about CHUNK_CHARS at a time, each cut after a whole
+    line (the newline between two slices belongs to neither)."""
+    start = 0
+    while True:
+        stop = page.find(newline, start + CHUNK_CHARS, end)
+        if stop == -1:
+            stop = end
+        chunk = page[start:stop]
+        if not isinstance(chunk, str):
+            try:
+                chunk = chunk.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise PageError(f"the page is not UTF-8 (after line {done_lines()}): "
+                                f"{err.reason}") from None
+        yield chunk
+        if stop >= end:
+            return
+        start = stop + 1
+
+
+def _type_lines(page, end: int, expired: Callable[[], bool] | None):
     """(name, type) of every ``# TYPE`` line; str.find is far faster than a multi-line regex
     over a page that is mostly samples."""
-    position = body.find("# TYPE ")
+    is_text = isinstance(page, str)
+    marker, newline = ("# TYPE ", "\n") if is_text else (b"# TYPE ", b"\n")
+    position = page.find(marker, 0, end)
+    seen = 0
     while position != -1:
-        end = body.find("\n", position)
-        end = len(body) if end == -1 else end
-        if position == 0 or body[position - 1] == "\n":
-            parts = body[position:end].split(None, 3)
+        line_end = page.find(newline, position, end)
+        line_end = end if line_end == -1 else line_end
+        if position == 0 or page[position - 1:position] == newline:
+            line = page[position:line_end]
+            if not is_text:
+                try:
+                    line = line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise PageError(f"the page is not UTF-8: {err.reason}") from None
+            parts = line.split(None, 3)
             if len(parts) >= 4:
                 yield parts[2], parts[3].strip()
-        position = body.find("# TYPE ", end)
+            seen += 1
+            if not seen % CHECK_LINES and expired is not None and expired():
+                raise PageDeadline(seen, f"parsing stopped at the scrape deadline after "
+                                         f"{seen} TYPE lines")
+        position = page.find(marker, line_end, end)
 
 
-def _parse_lines(body: str, wanted: Callable[[str], bool] | None) -> dict[str, Family]:
-    families: dict[str, Family] = {}
-    family_of: dict[str, str] = {}  # sample name -> family name (checked once per name)
-    keep: dict[str, bool] = {}
-    lines = body.split("\n")
-    index, count = 0, len(lines)
-    while index < count:
-        line = lines[index]
-        index += 1
+def _lines(page, end: int) -> Iterator[str]:
+    """Every line of ``page[:end]``, split a slice at a time (never one list of all lines)."""
+    newline = "\n" if isinstance(page, str) else b"\n"
+    for chunk in _chunks(page, end, newline):
+        yield from chunk.split("\n")
+
+
+def _parse_lines(page, wanted, expired: Callable[[], bool] | None = None,
+                 end: int | None = None) -> Families:
+    """The exact, line-by-line parser, over ``page[:end]`` (the page without its final
+    newline; ``end`` defaults to the whole of ``page``)."""
+    router = _Router(wanted)
+    families = router.families
+    routes = router.routes
+    lines = _lines(page, len(page) if end is None else end)
+    number = 0
+    for line in lines:
+        number += 1
+        if not number % CHECK_LINES and expired is not None and expired():
+            raise PageDeadline(number)
         if not line:
             continue
         if line[0] == "#":
@@ -210,52 +504,38 @@ def _parse_lines(body: str, wanted: Callable[[str], bool] | None) -> dict[str, F
             if len(parts) >= 4 and parts[1] == "TYPE":
                 name, kind = parts[2], parts[3].strip()
                 if kind not in _TYPES:
-                    raise PageError(f"line {index}: unknown metric type {kind!r}")
-                families.setdefault(name, Family(name)).type = kind
+                    raise PageError(f"line {number}: unknown metric type {kind!r}")
+                router.declare(name, kind)
             continue
         if '"' in line and _ends_inside_quotes(line):
             # A label value may hold raw newlines (TF Serving does not escape them): join the
             # following lines, a few at most.
-            line, index = _join_continuation(lines, line, index)
-        sample_name, label_text, value_text = _split_sample(line, index)
-        family_name = family_of.get(sample_name)
-        if family_name is None:
+            line, number = _join_continuation(lines, line, number)
+        sample_name, label_text, value_text = _split_sample(line, number)
+        add = routes.get(sample_name, _MISSING)
+        if add is _MISSING:
             if _NAME.fullmatch(sample_name) is None:
-                raise PageError(f"line {index}: invalid metric name {sample_name[:80]!r}")
-            family_name = family_of[sample_name] = _family_name(sample_name, families)
-        try:
-            float(value_text)
-        except ValueError:
-            raise PageError(f"line {index}: value {value_text[:40]!r} is not a number") \
-                from None
-        kept = keep.get(family_name)
-        if kept is None:
-            kept = keep[family_name] = wanted is None or wanted(family_name)
-        if kept:
-            family = families.get(family_name)
-            if family is None:
-                family = families[family_name] = Family(family_name)
-            family.samples.append((sample_name, label_text, value_text))
+                raise PageError(f"line {number}: invalid metric name {sample_name[:80]!r}")
+            add = router.route(sample_name)
+        if _VALUE.fullmatch(value_text) is None:
+            raise PageError(f"line {number}: value {value_text[:40]!r} is not a number")
+        if add is None:
+            families.skipped += 1
+        else:
+            add(((sample_name, label_text, value_text),))
     return families
 
 
 def _ends_inside_quotes(text: str) -> bool:
-    inside, escaped = False, False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = inside
-        elif char == '"':
-            inside = not inside
-    return inside
+    return _QUOTES_CLOSED.fullmatch(text) is None
 
 
-def _join_continuation(lines: list[str], line: str, index: int) -> tuple[str, int]:
-    start = index
+def _join_continuation(lines: Iterator[str], line: str, number: int) -> tuple[str, int]:
+    start = number
     while _ends_inside_quotes(line):
-        if index - start == _MAX_CONTINUATION_LINES or index >= len(lines):
+        following = next(lines, None) if number - start < _MAX_CONTINUATION_LINES else None
+        if following is None:
             raise PageError(f"line {start}: unterminated label value")
-        line += "\n" + lines[index]
-        index += 1
-    return line, index
+        line += "\n" + following
+        number += 1
+    return line, number

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from exporter.tfserving import http_client
 from exporter.tfserving.deadline import Deadline
 from exporter.tfserving.types import (SignatureMap, TensorSpec, TFServingError, VersionStatus,
-                                      convert_signatures, parse_version)
+                                      convert_signatures, first_names, parse_version)
 
 PROTOCOL = "rest"
 # Per kind of reply. A real status reply is a few hundred bytes per version; a metadata reply
@@ -196,9 +196,8 @@ class RestClient:
 def _tensor_specs(tensors: dict, budget: int) -> tuple[tuple[TensorSpec, ...], int]:
     if not isinstance(tensors, dict):
         raise TypeError("inputs and outputs must be objects")
-    aliases = sorted(tensors, key=str)
     specs = []
-    for alias in aliases[:max(budget, 0)]:
+    for alias in first_names(tensors, budget):
         info = tensors[alias]
         shape_doc = info.get("tensor_shape") or {}
         if shape_doc.get("unknown_rank"):
@@ -207,7 +206,7 @@ def _tensor_specs(tensors: dict, budget: int) -> tuple[tuple[TensorSpec, ...], i
             shape = tuple(int(dim.get("size", 0)) for dim in shape_doc.get("dim", []))
         specs.append(TensorSpec(alias=str(alias), dtype=str(info.get("dtype", "DT_INVALID")),
                                 shape=shape))
-    return tuple(specs), len(aliases) - len(specs)
+    return tuple(specs), len(tensors) - len(specs)
 
 
 def _signature_parts(sig: dict, budget: int):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 from exporter.textclip import clip_text
@@ -78,13 +79,18 @@ class SignatureMap(dict):
         self.left_out_tensors = left_out_tensors
 
 
+def first_names(mapping, count: int) -> list:
+    """The ``count`` smallest keys of a mapping, in order, without listing all of them."""
+    return heapq.nsmallest(max(count, 0), mapping, key=str)
+
+
 def convert_signatures(raw: dict, convert_tensors) -> SignatureMap:
     """``raw``: name -> a protocol's signature object; ``convert_tensors(sig, budget)`` ->
     (method_name, inputs, outputs, tensors left out), taking at most ``budget`` tensors.
     Signatures are taken in name order, so what fits is the same on every call."""
-    names = sorted(raw)
-    taken = names[:MAX_SIGNATURES_PER_REPLY]
-    result = SignatureMap(left_out_signatures=len(names) - len(taken))
+    # nsmallest, not sorted: a reply with 1e5 signatures must not become a list of 1e5 names.
+    taken = first_names(raw, MAX_SIGNATURES_PER_REPLY)
+    result = SignatureMap(left_out_signatures=len(raw) - len(taken))
     budget = MAX_TENSORS_PER_REPLY
     for name in taken:
         method, inputs, outputs, left_out = convert_tensors(raw[name], budget)
