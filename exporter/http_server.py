@@ -16,20 +16,20 @@ Standard library only. The object keeps the interface of ``socketserver`` that
 from __future__ import annotations
 
 import errno
-import io
 import logging
 import queue
 import re
 import selectors
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections import deque
-from email.utils import formatdate
 from typing import Callable
-from urllib.parse import unquote, urlsplit
+
+from exporter.http_request import _BadRequest, _Request, parse_head, wsgi_environ
+from exporter.http_response import (_CLIENT_ERRORS, _ClientGone, _Response, _send_all,
+                                    _simple_response)
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,6 @@ _FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _ACCEPT_TRANSIENT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM,
                                       errno.EINTR, errno.EAGAIN})
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET = re.compile(r"[\x21-\x7e\x80-\xff]+")
-_VERSION = re.compile(r"HTTP/(\d)\.(\d)")
-_BAD_VALUE_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_STATUS = re.compile(r"[1-5]\d\d [^\r\n]*")
-_CLIENT_ERRORS = (OSError, ssl.SSLError, ValueError)  # ValueError: I/O on a closed socket
 
 # Connection states. Only WORKER belongs to a handler thread; the loop owns all others.
 _HANDSHAKE, _HEAD, _BODY, _WORKER, _LINGER, _CLOSED = (
@@ -117,35 +111,6 @@ def _connections_the_fd_limit_allows() -> int:
     if soft == resource.RLIM_INFINITY:
         return MAX_CONNECTIONS
     return max(8, soft // 4)
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _ClientGone(Exception):
-    """Sending to the client failed or timed out: routine, logged at debug."""
-
-
-class _Request:
-    __slots__ = ("method", "target", "version", "headers", "content_length", "expect_continue",
-                 "keep_alive", "head_end", "body", "body_unread")
-
-    def __init__(self, method: str, target: str, version: str, headers: list,
-                 content_length: int | None, expect_continue: bool, keep_alive: bool) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.content_length = content_length
-        self.expect_continue = expect_continue
-        self.keep_alive = keep_alive
-        self.head_end = 0
-        self.body = b""
-        self.body_unread = False
 
 
 class _Conn:
@@ -174,184 +139,6 @@ class _Conn:
             return f"{self.addr[0]}:{self.addr[1]}"
         except (TypeError, IndexError):
             return str(self.addr)
-
-
-def parse_head(head: bytes) -> _Request:
-    """Parse a request head (without its blank line); raise _BadRequest."""
-    text = head.decode("latin-1")
-    lines = re.split(r"\r?\n", text)
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise _BadRequest("400 Bad Request", "malformed request line")
-    method, target, version = parts
-    if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
-        raise _BadRequest("400 Bad Request", "malformed request line")
-    match = _VERSION.fullmatch(version)
-    if match is None:
-        raise _BadRequest("400 Bad Request", "malformed request line")
-    if match.group(1) != "1":
-        raise _BadRequest("505 HTTP Version Not Supported", "only HTTP/1.x is supported")
-    headers = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            raise _BadRequest("400 Bad Request", "folded header lines are not allowed")
-        name, colon, value = line.partition(":")
-        value = value.strip(" \t")
-        if not colon or not _TOKEN.fullmatch(name) or _BAD_VALUE_CHARS.search(value):
-            raise _BadRequest("400 Bad Request", "malformed header line")
-        headers.append((name, value))
-    lengths = set()
-    connection: set[str] = set()
-    expect_continue = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "content-length":
-            lengths.update(part.strip(" \t") for part in value.split(","))
-        elif lower == "transfer-encoding":
-            raise _BadRequest("411 Length Required",
-                              "chunked request bodies are not supported; send Content-Length")
-        elif lower == "connection":
-            connection.update(token.strip(" \t").lower() for token in value.split(","))
-        elif lower == "expect" and value.lower() == "100-continue":
-            expect_continue = True
-    content_length = None
-    if lengths:
-        if len(lengths) != 1 or not next(iter(lengths)).isdigit() \
-                or not next(iter(lengths)).isascii():
-            raise _BadRequest("400 Bad Request", "invalid Content-Length")
-        content_length = int(next(iter(lengths)))
-    if match.group(2) == "0":
-        keep_alive = "keep-alive" in connection
-    else:
-        keep_alive = "close" not in connection
-    return _Request(method, target, version, headers, content_length, expect_continue,
-                    keep_alive)
-
-
-def _simple_response(status: str, body: bytes, close: bool = True) -> bytes:
-    head = (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nDate: {formatdate(usegmt=True)}\r\n")
-    if close:
-        head += "Connection: close\r\n"
-    return head.encode("latin-1") + b"\r\n" + body
-
-
-def _send_all(sock, data, deadline: float) -> None:
-    """Send everything by ``deadline`` (monotonic) in total, or raise _ClientGone."""
-    view = memoryview(data)
-    while view:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _ClientGone("send timed out")
-        try:
-            sock.settimeout(remaining)
-            sent = sock.send(view[:SEND_BYTES])
-        except _CLIENT_ERRORS as err:
-            raise _ClientGone(repr(err)) from err
-        view = view[sent:]
-
-
-class _Response:
-    """start_response, write() and the framing of one response."""
-
-    def __init__(self, sock, request: _Request, send_timeout: float, may_keep_alive: bool) -> None:
-        self.sock = sock
-        self.request = request
-        self.send_timeout = send_timeout
-        self.may_keep_alive = may_keep_alive
-        self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
-        self.headers_sent = False
-        self.keep_alive = False
-        self.length: int | None = None
-        self.sent_body = 0
-        self.deadline: float | None = None
-
-    def start_response(self, status, headers, exc_info=None):
-        if exc_info is not None:
-            try:
-                if self.headers_sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif self.status is not None:
-            raise AssertionError("start_response() called twice without exc_info")
-        if not isinstance(status, str) or not _STATUS.fullmatch(status):
-            raise ValueError(f"invalid WSGI status {status!r}")
-        checked = []
-        for name, value in headers:
-            if not isinstance(name, str) or not isinstance(value, str) \
-                    or not _TOKEN.fullmatch(name) or _BAD_VALUE_CHARS.search(value):
-                raise ValueError(f"invalid response header {name!r}")
-            checked.append((name, value))
-        self.status, self.headers = status, checked
-        return self.write
-
-    def header(self, name: str) -> str | None:
-        lower = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lower:
-                return value
-        return None
-
-    def _send(self, data) -> None:
-        if self.deadline is None:
-            self.deadline = time.monotonic() + self.send_timeout
-        _send_all(self.sock, data, self.deadline)
-
-    def _head(self) -> bytes:
-        if self.status is None:
-            raise AssertionError("the app returned without calling start_response()")
-        length = self.header("Content-Length")
-        if length is not None:
-            if not length.isdigit() or not length.isascii():
-                raise ValueError(f"invalid Content-Length {length!r} from the app")
-            self.length = int(length)
-        app_connection = (self.header("Connection") or "").lower()
-        framed = self.length is not None or self.request.method == "HEAD"
-        self.keep_alive = (self.may_keep_alive and framed and "close" not in app_connection)
-        lines = [f"HTTP/1.1 {self.status}"]
-        lines.extend(f"{name}: {value}" for name, value in self.headers
-                     if name.lower() not in ("connection", "keep-alive"))
-        if self.header("Date") is None:
-            lines.append(f"Date: {formatdate(usegmt=True)}")
-        if not self.keep_alive:
-            lines.append("Connection: close")
-        elif self.request.version == "HTTP/1.0":
-            lines.append("Connection: keep-alive")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    def write(self, data) -> None:
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError(f"the app must yield bytes, not {type(data).__name__}")
-        if self.request.method == "HEAD":
-            data = b""
-        # Never send more than the Content-Length said: the rest would be read as the next
-        # response. (self.length is known once the head is built.)
-        if not self.headers_sent:
-            head = self._head()
-            if self.length is not None and len(data) > self.length:
-                data, self.keep_alive = data[:self.length], False
-            self.headers_sent = True
-            self.sent_body += len(data)
-            if len(data) <= SEND_BYTES:
-                self._send(head + bytes(data))  # one segment for the usual small reply
-            else:
-                self._send(head)  # no copy of a large body
-                self._send(data)
-            return
-        if self.length is not None and self.sent_body + len(data) > self.length:
-            data, self.keep_alive = data[:max(0, self.length - self.sent_body)], False
-        if data:
-            self.sent_body += len(data)
-            self._send(data)
-
-    def finish(self) -> None:
-        if not self.headers_sent:
-            self.write(b"")
-        if self.request.method != "HEAD" and self.length is not None \
-                and self.sent_body < self.length:
-            self.keep_alive = False  # the client will see a short body and a closed connection
 
 
 class HTTPServer:
@@ -870,52 +657,11 @@ class HTTPServer:
         if not closed:
             self._wake()
 
-    def _environ(self, conn: _Conn, request: _Request) -> dict:
-        target = request.target
-        if target.startswith(("http://", "https://")):  # absolute-form (RFC 9112 3.2.2)
-            parts = urlsplit(target)
-            path, query = parts.path or "/", parts.query
-        else:
-            path, _, query = target.partition("?")
-            path = path.partition("#")[0]
-            query = query.partition("#")[0]
-        environ = {
-            "REQUEST_METHOD": request.method,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": unquote(path, "latin-1"),
-            "QUERY_STRING": query,
-            "SERVER_NAME": self._server_name,
-            "SERVER_PORT": self._server_port,
-            "SERVER_PROTOCOL": request.version,
-            "REMOTE_ADDR": str(conn.addr[0]) if isinstance(conn.addr, tuple) else "",
-            "REMOTE_PORT": str(conn.addr[1]) if isinstance(conn.addr, tuple) else "",
-            "CONTENT_TYPE": "text/plain",
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "https" if conn.tls else "http",
-            "wsgi.input": io.BytesIO(request.body),
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
-        if request.content_length is not None:
-            environ["CONTENT_LENGTH"] = str(request.content_length)
-        for name, value in request.headers:
-            lower = name.lower()
-            if lower == "content-type":
-                environ["CONTENT_TYPE"] = value
-                continue
-            if lower == "content-length" or "_" in name:
-                continue  # "_" would let X_Forwarded_For pass for X-Forwarded-For
-            key = "HTTP_" + name.upper().replace("-", "_")
-            environ[key] = environ[key] + "," + value if key in environ else value
-        return environ
-
     def _respond(self, conn: _Conn, request: _Request) -> bool:
         """Run the app for one request and send its response; True to keep the connection."""
         may_keep_alive = request.keep_alive and not request.body_unread and not self._stopping
-        response = _Response(conn.sock, request, self.send_timeout, may_keep_alive)
-        environ = self._environ(conn, request)
+        response = _Response(conn.sock, request, self.send_timeout, SEND_BYTES, may_keep_alive)
+        environ = wsgi_environ(request, conn.addr, conn.tls, self._server_name, self._server_port)
         result = None
         ok = False
         try:
@@ -937,7 +683,7 @@ class HTTPServer:
                 try:
                     _send_all(conn.sock, _simple_response("500 Internal Server Error",
                                                           b"internal server error\n"),
-                              time.monotonic() + self.send_timeout)
+                              time.monotonic() + self.send_timeout, SEND_BYTES)
                 except _ClientGone:
                     pass
         finally:

@@ -195,6 +195,26 @@ def test_a_models_config_that_is_not_a_file_is_refused_at_once(start, tmp_path, 
 
 # ---- deadlines ---------------------------------------------------------------------------------
 
+def test_a_huge_models_config_is_parsed_off_the_scrape_path(start, tmp_path):
+    models_config = tmp_path / "models.config"
+    models_config.write_text('model_config_list { config { name: "m" base_path: "/m" } }')
+    exporter = start(f"--tfserving.model-config-file={models_config}")
+    entry = 'config {{ name: "model_{0:06d}" base_path: "/models/model_{0:06d}" }}\n'
+    staged = tmp_path / "staged.config"
+    staged.write_text("model_config_list {\n" + "".join(entry.format(i) for i in range(45_000))
+                      + "}\n")  # 3.6 MiB: seconds of text-format parsing
+    os.replace(staged, models_config)
+    keeps_the_promise(exporter, scrapes=2, timeout=1.0)
+
+    def capped() -> str | None:
+        text = exporter.scrape(SCRAPE_TIMEOUT)[0].text
+        return text if dropped(text, "model") > 0 else None
+
+    text = wait_until(capped, timeout=30, message="the new models.config in use")
+    assert dropped(text, "model") >= 45_001 - 100  # limits.max_models
+
+
+
 def test_a_dripping_page_cannot_hold_scrapes_or_later_ones(start, rest):
     rest.route(PAGE, Drip(GOOD_PAGE * 100, every=0.05))
     exporter = start()

@@ -16,20 +16,7 @@ from exporter.collectors.native_units import _limit_seconds, to_seconds
 from exporter.exposition import TextFamily, format_value, label_text as render_labels
 from exporter.tfserving import page_checks as checks
 from exporter.tfserving.page_checks import INF, MAX_BUCKETS, MAX_LABEL_TEXT, quote
-from exporter.tfserving.prometheus_page import Family, SizedCache, labels, str_bytes
-
-
-def _split_bucket(raw: str) -> tuple[str, str | None]:
-    """Bucket label text → (the other labels' text, the ``le`` value or None when there is
-    none). Malformed label text raises PageError (the page is garbled)."""
-    head, separator, le = raw.rpartition(',le="')
-    if separator and le.endswith('"') and '"' not in le[:-1]:
-        return head, le[:-1]
-    if raw.startswith('le="') and raw.endswith('"') and '"' not in raw[4:-1]:
-        return "", raw[4:-1]
-    parsed = dict(labels(raw))
-    le = parsed.pop("le", None)
-    return render_labels(parsed), le
+from exporter.tfserving.prometheus_page import Family, SizedCache, labels, split_le, str_bytes
 
 
 def _count_text(value: float) -> str:
@@ -90,7 +77,7 @@ class _HistogramSpec:
         if len(raw) > MAX_LABEL_TEXT:
             return ((raw.rpartition(',le="')[0], None, None, None, None, None, None, 0), None,
                     f"label text longer than {MAX_LABEL_TEXT} characters")
-        base, le = _split_bucket(raw)
+        base, le = split_le(raw)
         cell = current if current is not None and current[0] == base else self.cell(base)
         # A cell the cells cache did not keep lives on in this entry: counted with it.
         extra = 0 if self.cells.get(base) is cell else _cell_bytes(cell)

@@ -1,8 +1,8 @@
 """Model names (and base paths) from TF Serving's own ``models.config``.
 
 TF Serving has no "list models" call, so a sidecar sharing the config volume reads the same
-file. It is re-read when its modification time or size changes; a file that fails to parse
-keeps the last good list and is reported once.
+file. It is re-read when its size or times change; a file that fails to parse keeps the last
+good list and is reported once.
 """
 
 from __future__ import annotations
@@ -44,38 +44,69 @@ def parse_model_config(text: str, source: str = "models.config") -> list[Configu
 
 
 class ModelSource:
-    """Configured model names, united with those of a models.config file when one is set."""
+    """Configured model names, united with those of a models.config file when one is set.
+
+    The file is read when the source is made (at start and on reload) and again, in the
+    background, whenever its size or times change: parsing a large text-format file takes
+    seconds in Python, which a scrape cannot wait for. Scrapes use the last list read.
+    """
 
     def __init__(self, names: list[str], config_file: str = "") -> None:
         self._names = list(dict.fromkeys(names))
         self._config_file = config_file
         self._lock = threading.Lock()
         self._file_models: list[ConfiguredModel] = []
-        self._file_stamp: tuple[int, int] | None = None
+        self._tried_stamp: tuple | None = None  # the file as it was at the last attempt
+        self._refreshing = False
         self._last_error: str | None = None
+        if config_file:
+            self._tried_stamp = self._stamp()
+            self._refresh()
+
+    def _stamp(self) -> tuple | None:
+        try:
+            info = os.stat(self._config_file)
+        except OSError:
+            return None
+        return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
     def _refresh(self) -> None:
         try:
-            stat = os.stat(self._config_file)
-            stamp = (stat.st_mtime_ns, stat.st_size)
-            if stamp == self._file_stamp:
-                return
             text = read_regular_file(self._config_file, MODEL_CONFIG_MAX_BYTES).decode("utf-8")
             models = parse_model_config(text, self._config_file)
-        except (OSError, UnicodeDecodeError, ModelConfigError, FileReadError) as err:
+        except (UnicodeDecodeError, ModelConfigError, FileReadError) as err:
             message = clip_text(str(err))
-            if message != self._last_error:
-                log.warning("cannot read model config file, keeping %d known models: %s",
-                            len(self._file_models), message)
+            with self._lock:
+                known, repeated = len(self._file_models), message == self._last_error
                 self._last_error = message
+            if not repeated:
+                log.warning("cannot read model config file, keeping %d known models: %s",
+                            known, message)
             return
-        self._file_models, self._file_stamp, self._last_error = models, stamp, None
+        with self._lock:
+            self._file_models, self._last_error = models, None
         log.info("read %d models from %s", len(models), self._config_file)
 
-    def models(self) -> list[str]:
+    def _refresh_in_background(self) -> None:
+        try:
+            self._refresh()
+        finally:
+            with self._lock:
+                self._refreshing = False
+
+    def _follow_file(self) -> None:
+        stamp = self._stamp()
         with self._lock:
-            if self._config_file:
-                self._refresh()
+            if stamp == self._tried_stamp or self._refreshing:
+                return
+            self._tried_stamp, self._refreshing = stamp, True
+        threading.Thread(target=self._refresh_in_background, name="models-config",
+                         daemon=True).start()
+
+    def models(self) -> list[str]:
+        if self._config_file:
+            self._follow_file()
+        with self._lock:
             return list(dict.fromkeys(self._names + [m.name for m in self._file_models]))
 
     def base_paths(self) -> dict[str, str]:

@@ -211,9 +211,10 @@ def labels(text: str, remember: bool = True) -> dict[str, str]:
     return cached
 
 
-def split_le(text: str) -> tuple[str, str]:
-    """Bucket label text → (the other labels' text, the ``le`` value). TF Serving writes
-    ``le`` last; a page that does not is handled the slow way."""
+def split_le(text: str) -> tuple[str, str | None]:
+    """Bucket label text → (the other labels' text, the ``le`` value, None when there is
+    none). TF Serving writes ``le`` last; a page that does not is handled the slow way.
+    Malformed label text raises PageError (the page is garbled)."""
     head, separator, le = text.rpartition(',le="')
     if separator and le.endswith('"') and '"' not in le[:-1]:
         return head, le[:-1]
@@ -221,8 +222,6 @@ def split_le(text: str) -> tuple[str, str]:
         return "", text[4:-1]
     parsed = dict(labels(text))
     le = parsed.pop("le", None)
-    if le is None:
-        raise PageError(f"bucket without an le label: {{{text[:80]}}}")
     return ",".join(f'{k}="{_escape(v)}"' for k, v in parsed.items()), le
 
 
