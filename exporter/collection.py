@@ -14,6 +14,7 @@ from typing import Callable
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import CollectorError, ScrapeCollector
+from exporter.logsetup import RATE_LIMIT_SECONDS
 from exporter.scrape import Scrape
 from exporter.tfserving.deadline import Deadline
 from exporter.tfserving.types import TFServingError
@@ -25,16 +26,23 @@ WORKERS_PER_PROTOCOL = 8
 
 
 class _ErrorLog:
-    """Logs a collector's error when it changes and once when it recovers."""
+    """Logs a collector's error when it changes and once when it recovers; an error that
+    lasts is logged again after the log's rate-limit window, so a failure whose first line
+    the rate limit held back (it followed another within the window) is still seen."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock=time.monotonic) -> None:
         self._last: dict[str, str | None] = {}
+        self._logged_at: dict[str, float] = {}
+        self._clock = clock
 
     def update(self, collector: str, error: str | None) -> None:
         previous = self._last.get(collector)
-        if error == previous:
+        now = self._clock()
+        if error == previous and (error is None or now - self._logged_at.get(collector, now)
+                                  < RATE_LIMIT_SECONDS):
             return
         self._last[collector] = error
+        self._logged_at[collector] = now
         if error is not None:
             log.warning("collector %s failed: %s", collector, error)
         elif previous is not None:

@@ -82,10 +82,13 @@ def parse_head(head: bytes) -> _Request:
             expect_continue = True
     content_length = None
     if lengths:
-        if len(lengths) != 1 or not next(iter(lengths)).isdigit() \
-                or not next(iter(lengths)).isascii():
+        length = next(iter(lengths))
+        # At most 18 digits: int() of a longer digit string can fail (Python caps it at
+        # 4,300 digits) and no body we take is near 10^18 bytes anyway.
+        if len(lengths) != 1 or not length.isdigit() or not length.isascii() \
+                or len(length) > 18:
             raise _BadRequest("400 Bad Request", "invalid Content-Length")
-        content_length = int(next(iter(lengths)))
+        content_length = int(length)
     if match.group(2) == "0":
         keep_alive = "keep-alive" in connection
     else:

@@ -153,8 +153,12 @@ class HTTPServer:
                  handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT_SECONDS,
                  send_timeout: float = SEND_TIMEOUT_SECONDS,
                  max_head_bytes: int = MAX_HEAD_BYTES,
-                 linger_seconds: float = LINGER_SECONDS) -> None:
+                 linger_seconds: float = LINGER_SECONDS,
+                 quick_answers: Callable[[str], tuple[str, bytes] | None] | None = None) -> None:
         self.app = app
+        # path -> (status, body) answered by the loop itself, for GET and HEAD: requests that
+        # must not wait for a free request thread (health checks).
+        self.quick_answers = quick_answers
         self.tls_context = tls_context
         self.handler_threads = handler_threads
         self.max_connections = min(max_connections, _connections_the_fd_limit_allows())
@@ -307,7 +311,15 @@ class HTTPServer:
             just_freed = False
             self._backoff = ACCEPT_BACKOFF_SECONDS
             self.stats["accepted"] += 1
-            self._admit(sock, addr, now)
+            try:
+                self._admit(sock, addr, now)
+            except Exception:  # noqa: BLE001 - one connection must not stop serving
+                log.exception("unexpected error accepting a connection from %s", addr)
+                admitted = [c for c in self._conns if c.addr == addr and c.state != _CLOSED]
+                for conn in admitted:
+                    self._close(conn, None)
+                if not admitted:
+                    _close_quietly(sock)
 
     def _out_of_fds(self, err: OSError, now: float, may_free: bool) -> bool:
         """accept() failed for want of descriptors or memory: warn (rarely), free one by
@@ -484,6 +496,20 @@ class HTTPServer:
         return True
 
     def _dispatch(self, conn: _Conn) -> None:
+        request = conn.request
+        if self.quick_answers is not None and request.method in ("GET", "HEAD"):
+            answer = self.quick_answers(request.target.split("?", 1)[0])
+            if answer is not None:
+                status, body = answer
+                reply = _simple_response(status, body)
+                if request.method == "HEAD":
+                    reply = reply[:len(reply) - len(body)]
+                try:  # small, and the send buffer is empty: a non-blocking send suffices
+                    conn.sock.send(reply)
+                except _CLIENT_ERRORS:
+                    pass
+                self._linger(conn, time.monotonic())
+                return
         self._set_events(conn, 0)
         conn.state = _WORKER
         self._work.put_nowait((conn, conn.request))
@@ -537,9 +563,19 @@ class HTTPServer:
             if keep_alive and not self._stopping:
                 del self._conns[conn]
                 self._conns[conn] = None  # now the newest waiting connection
-                self._start_head(conn, now, idle=True)
+                self._guarded(self._start_head, conn, now, True, conn=conn)
             else:
-                self._linger(conn, now)
+                self._guarded(self._linger, conn, now, conn=conn)
+
+    def _guarded(self, step, *args, conn: _Conn) -> None:
+        """Run one step of a connection's handling on the loop: a bug in it closes that
+        connection (with a log line), never the loop and with it the listener."""
+        try:
+            step(*args)
+        except Exception:  # noqa: BLE001 - one connection must not stop serving
+            log.exception("unexpected error on %s", conn.addr)
+            if conn.state != _CLOSED:
+                self._close(conn, None)
 
     def _expire(self, now: float) -> None:
         expired = [conn for conn in self._conns if conn.state in _WAITING and conn.deadline <= now]
@@ -666,8 +702,10 @@ class HTTPServer:
         ok = False
         try:
             result = self.app(environ, response.start_response)
+            # Not for HEAD: the length of an empty body would contradict what GET sends
+            # (RFC 9110 8.6); a HEAD reply is framed without one.
             if response.header("Content-Length") is None and isinstance(result, (list, tuple)) \
-                    and response.status is not None \
+                    and request.method != "HEAD" and response.status is not None \
                     and all(isinstance(chunk, bytes) for chunk in result):
                 response.headers.append(("Content-Length", str(sum(map(len, result)))))
             for chunk in result:  # for HEAD too (write() drops the body): the app may call

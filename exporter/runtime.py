@@ -18,7 +18,7 @@ from exporter.collectors.status import StatusCollector
 from exporter.files import FileReadError
 from exporter.reloader import CoalescingReloader
 from exporter.selfmetrics import SelfMetrics
-from exporter.server import ExporterState, Pipeline, create_app, serve
+from exporter.server import ExporterState, Pipeline, create_app, health_answers, serve
 from exporter.tfserving import protos
 from exporter.tfserving.grpc_client import GrpcClient
 from exporter.tfserving.model_config import ModelSource
@@ -154,9 +154,15 @@ def build_pipeline(config, selfmetrics: SelfMetrics, strict_golden: bool) -> Bui
         for problem in golden_problems:
             log.error("golden file rejected: %s", problem)
     extra = [canary_collector] if canary_collector else []
+    try:
+        collection = build_collection(config, selfmetrics, clients, extra,
+                                      runner.models if runner else [])
+    except BaseException:
+        for client in clients.values():  # channels and connections must not outlive this
+            client.close()
+        raise
     pipeline = Pipeline(
-        collection=build_collection(config, selfmetrics, clients, extra,
-                                    runner.models if runner else []),
+        collection=collection,
         telemetry_path=config.web.telemetry_path,
         timeout=config.tfserving.timeout,
         timeout_offset=config.tfserving.timeout_offset,
@@ -255,7 +261,8 @@ def start_exporter(config, config_path: str | None = None,
     host, port = split_listen_address(config.web.listen_address)
     try:
         server = serve(create_app(state, BasicAuth(web.users) if web.users else None), host,
-                       port, ssl_context(web.tls) if web.tls else None)
+                       port, ssl_context(web.tls) if web.tls else None,
+                       quick_answers=health_answers(state))
     except OSError:
         built.close()
         raise

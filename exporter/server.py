@@ -26,7 +26,9 @@ from exporter.webconfig import BasicAuth
 
 log = logging.getLogger(__name__)
 
-# More scrapes at once than this are refused rather than queued: each holds TF Serving calls.
+# More scrapes at once than this wait for a slot until their deadline, then get 503: each
+# holds TF Serving calls. (Waiting scrapes hold request threads; health and readiness are
+# answered by the HTTP server's loop, not a request thread, so they never wait behind them.)
 MAX_CONCURRENT_SCRAPES = 4
 
 
@@ -49,9 +51,9 @@ class ExporterState:
     pipeline: Pipeline
     selfmetrics: SelfMetrics
     ready: threading.Event = field(default_factory=threading.Event)
-    # Asks for a reload and waits up to the given seconds; returns (applied, message), or
-    # None when it has not finished by then. None: reload not possible.
-    reload: Callable[[float], tuple[bool, str] | None] | None = None
+    # Asks for a reload and waits up to the given seconds (None: not at all); returns
+    # (applied, message), or None when it has not finished by then. None: reload not possible.
+    reload: Callable[[float | None], tuple[bool, str] | None] | None = None
     enable_lifecycle: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -149,6 +151,7 @@ RELOAD_WAIT_SECONDS = 30.0
 
 def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
     scrape_slots = threading.BoundedSemaphore(MAX_CONCURRENT_SCRAPES)
+    reload_waiter = threading.Lock()  # one request thread at most waits on a reload
 
     def render(families, environ) -> tuple[bytes, str]:
         accept = environ.get("HTTP_ACCEPT", "")
@@ -195,7 +198,19 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
         if state.reload is None:
             return _response(start_response, "503 Service Unavailable",
                              b"reloading is not available\n")
-        result = state.reload(RELOAD_WAIT_SECONDS)
+        if not reload_waiter.acquire(blocking=False):
+            # One request waits on the reload thread at a time; the others would only wait
+            # for the same run.
+            state.reload(None)
+            return _response(start_response, "503 Service Unavailable",
+                             b"a reload is already being waited for; this request will be "
+                             b"served by the next run, see the log and "
+                             b"tfserving_exporter_config_last_reload_successful\n",
+                             extra=[("Retry-After", "1")])
+        try:
+            result = state.reload(RELOAD_WAIT_SECONDS)
+        finally:
+            reload_waiter.release()
         if result is None:
             return _response(start_response, "503 Service Unavailable",
                              b"the reload has not finished yet; see the log and "
@@ -256,9 +271,24 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
     return app
 
 
+def health_answers(state: ExporterState) -> Callable[[str], tuple[str, bytes] | None]:
+    """Health and readiness as the HTTP server's loop answers them, without a request thread:
+    kubelet probes must not queue behind scrapes stuck on TF Serving. (The app answers the
+    same paths the same way, for callers of the app itself.)"""
+    def answer(path: str) -> tuple[str, bytes] | None:
+        if path == "/-/healthy":
+            return "200 OK", b"Healthy\n"
+        if path == "/-/ready":
+            return ("200 OK", b"Ready\n") if state.ready.is_set() else \
+                ("503 Service Unavailable", b"Not ready\n")
+        return None
+    return answer
+
+
 def serve(app: Callable, host: str, port: int,
-          tls_context: ssl.SSLContext | None = None) -> HTTPServer:
+          tls_context: ssl.SSLContext | None = None,
+          quick_answers: Callable[[str], tuple[str, bytes] | None] | None = None) -> HTTPServer:
     """Bind now (so errors surface at startup) and return the server; call serve_forever().
 
     The server's bounds (threads, connections, timeouts) are in exporter.http_server."""
-    return HTTPServer(app, host, port, tls_context)
+    return HTTPServer(app, host, port, tls_context, quick_answers=quick_answers)

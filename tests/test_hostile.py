@@ -193,7 +193,45 @@ def test_a_models_config_that_is_not_a_file_is_refused_at_once(start, tmp_path, 
     assert exporter.log_text().count("cannot read model config file") == 1
 
 
+def test_an_emptied_models_config_keeps_the_last_model_list(start, tmp_path):
+    models_config = tmp_path / "models.config"
+    models_config.write_text('model_config_list { config { name: "n" base_path: "/n" } }')
+    exporter = start(f"--tfserving.model-config-file={models_config}")
+    assert sample_value(keeps_the_promise(exporter, scrapes=1),
+                        "tfserving_model_available_versions", model="n") == 1
+    models_config.write_text("")  # a rewrite that truncates first
+    # The file is looked at on each scrape and read in the background.
+    wait_until(lambda: exporter.scrape()[0].ok and "empty" in exporter.log_text(), timeout=10,
+               message="the refusal")
+    assert sample_value(keeps_the_promise(exporter, scrapes=2),
+                        "tfserving_model_available_versions", model="n") == 1
+
+
 # ---- deadlines ---------------------------------------------------------------------------------
+
+def test_hung_scrapes_and_reload_requests_leave_a_thread_for_health_checks(start, rest):
+    for prefix in ("/v1/", PAGE):
+        rest.route(prefix, Hang())
+    exporter = start("--collector.status.protocol=rest", "--collector.metadata.protocol=rest")
+    results: list[int] = []
+
+    def hold(method: str, path: str) -> None:
+        reply = requests.request(method, exporter.url + path, timeout=40,
+                                 headers={"X-Prometheus-Scrape-Timeout-Seconds": "3"})
+        results.append(reply.status_code)
+
+    holders = [threading.Thread(target=hold, args=("GET", "/metrics")) for _ in range(10)]
+    holders += [threading.Thread(target=hold, args=("POST", "/-/reload")) for _ in range(6)]
+    for thread in holders:
+        thread.start()
+    for _ in range(5):
+        reply, seconds = exporter.scrape(path="/-/healthy")
+        assert reply.status_code == 200 and seconds < 1.0, seconds
+    for thread in holders:
+        thread.join(timeout=60)
+    assert len(results) == len(holders) and set(results) <= {200, 500, 503}
+
+
 
 def test_a_huge_models_config_is_parsed_off_the_scrape_path(start, tmp_path):
     models_config = tmp_path / "models.config"
@@ -408,6 +446,7 @@ def test_head_answers_without_collecting(start, rest, grpc_server):
     calls_before, requests_before = grpc_server.calls, len(rest.requests)
     reply = requests.head(exporter.url + "/metrics", timeout=10)
     assert reply.status_code == 200 and reply.content == b""
+    assert "Content-Length" not in reply.headers  # not 0: GET's length is not known
     assert reply.headers["Vary"] == "Accept-Encoding"
     assert (grpc_server.calls, len(rest.requests)) == (calls_before, requests_before)
 

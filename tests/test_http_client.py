@@ -44,6 +44,23 @@ def test_bodies_of_every_framing_are_read(server, client, reply, body):
     assert client.request("GET", "/x", Deadline.after(5)).body == body
 
 
+def test_a_reply_of_tiny_chunks_costs_its_size_not_forty_times_it(server, client):
+    import tracemalloc
+
+    body = b"x" * (512 * 1024)
+    chunks = b"".join(b"1\r\n" + body[i:i + 1] + b"\r\n" for i in range(len(body)))
+    server.route("/", Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          + chunks + b"0\r\n\r\n"))
+    tracemalloc.start()
+    try:
+        reply = client.request("GET", "/", Deadline.after(30), max_bytes=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert reply.body == body
+    assert peak < 6 * len(body), f"{peak} bytes at peak for a {len(body)}-byte reply"
+
+
 def test_headers_are_case_insensitive_and_joined(server, client):
     server.route("/", Raw(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\nx-a: 2\r\n"
                           b"Content-Type: text/plain\r\n\r\n"))

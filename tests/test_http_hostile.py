@@ -257,6 +257,8 @@ def test_oversized_head_gets_431_and_the_connection_is_closed():
     (b"GET / HTTP/1.1\r\nHost: test\r\n folded\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+    # 5,000 digits: int() of it would raise (Python caps int parsing at 4,300 digits)
+    (b"POST / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 411),
     (b"GET / HTTP/2.0\r\n\r\n", 505),
 ])
@@ -267,6 +269,33 @@ def test_malformed_requests_are_refused_and_closed(request_bytes, status):
         assert (got, headers["connection"]) == (status, "close")
         assert client.closed_by_server()
         assert Client(server.server_address[1]).send(get()).response()[0] == 200
+
+
+@pytest.mark.parametrize("how", ["at-accept", "pipelined"])
+def test_a_request_the_parser_chokes_on_never_stops_the_loop(how, monkeypatch):
+    # Whatever a head makes the parser raise, on whichever path the loop reads it (already
+    # in the socket when it is accepted, or pipelined behind a kept-alive request), that
+    # connection is closed and the server keeps serving.
+    import exporter.http_server as http_server
+
+    real = http_server.parse_head
+
+    def parse(data, *args, **kwargs):
+        if b"X-Boom" in bytes(data):
+            raise RuntimeError("a parser bug")
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(http_server, "parse_head", parse)
+    boom = b"GET / HTTP/1.1\r\nX-Boom: 1\r\n\r\n"
+    with running() as server:
+        port = server.server_address[1]
+        client = Client(port)
+        client.send(get() + boom if how == "pipelined" else boom)
+        if how == "pipelined":
+            assert client.response()[0] == 200
+        assert client.closed_by_server()
+        for _ in range(3):
+            assert Client(port).send(get()).response()[0] == 200
 
 
 def test_announced_body_over_64k_is_refused_unread_and_closes():
@@ -756,3 +785,29 @@ def test_tls_handshakes_that_never_complete_hold_no_worker(pki):  # noqa: F811
         assert garbage.closed_by_server()
         assert all(client.closed_by_server() for client in silent)  # the handshake timeout
         assert server.stats["timed_out"] >= len(silent)
+
+
+def test_quick_answers_come_from_the_loop_while_every_request_thread_is_busy():
+    release = threading.Event()
+
+    def stuck_app(environ, start_response):
+        release.wait(10)
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    def quick(path):
+        return ("200 OK", b"Healthy\n") if path == "/-/healthy" else None
+
+    with running(app=stuck_app, handler_threads=1, quick_answers=quick) as server:
+        port = server.server_address[1]
+        busy = Client(port).send(get("/slow"))
+        try:
+            started = time.monotonic()
+            status, headers, body = Client(port).send(get("/-/healthy?x=1")).response()
+            assert (status, body) == (200, b"Healthy\n") and time.monotonic() - started < 1
+            head = Client(port).send(b"HEAD /-/healthy HTTP/1.1\r\n\r\n")
+            status, headers, _ = head.response(head_only=True)
+            assert status == 200 and head.closed_by_server() and head.buf == b""
+        finally:
+            release.set()
+        assert busy.response()[0] == 200

@@ -131,3 +131,35 @@ def test_rejects_unknown_level_or_format(level, fmt, message):
     with pytest.raises(ValueError) as caught:
         configure_logging(level, fmt)
     assert str(caught.value) == message
+
+
+def test_a_failure_held_back_by_the_rate_limit_is_logged_once_its_window_ends():
+    # fail -> recover -> fail differently within a minute: the rate limit holds the second
+    # failure's line back (same collector); the collection logs a lasting failure again when
+    # the window has passed, so it is seen, with the number held back.
+    import io
+
+    from exporter.collection import _ErrorLog
+    from exporter.logsetup import RATE_LIMIT_SECONDS, RateLimit
+
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RateLimit(clock=clock))
+    logger = logging.getLogger("exporter.collection")
+    logger.addHandler(handler)
+    errors = _ErrorLog(clock=clock)
+    try:
+        errors.update("status", "UNAVAILABLE")
+        errors.update("status", None)
+        errors.update("status", "NOT_FOUND: m")
+        for _ in range(10):  # scrapes within the window: nothing new
+            now[0] += 1
+            errors.update("status", "NOT_FOUND: m")
+        assert "NOT_FOUND" not in stream.getvalue()
+        now[0] += RATE_LIMIT_SECONDS
+        errors.update("status", "NOT_FOUND: m")
+        assert stream.getvalue().count("NOT_FOUND: m") == 1
+    finally:
+        logger.removeHandler(handler)

@@ -154,7 +154,7 @@ class _Resolver:
     def _lookup(self, future: concurrent.futures.Future) -> None:
         try:
             found = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
-        except OSError as err:
+        except (OSError, UnicodeError, ValueError) as err:  # UnicodeError: a label > 63 chars
             future.set_exception(HttpUnavailable(f"cannot resolve {self._host}: {err}"))
             found = None
         with self._lock:
@@ -169,7 +169,7 @@ def _numeric_addresses(host: str, port: int) -> list | None:
     try:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                   flags=socket.AI_NUMERICHOST)
-    except OSError:
+    except (OSError, UnicodeError, ValueError):
         return None
 
 
@@ -278,18 +278,22 @@ class HttpClient:
     def _handshake(self, sock, deadline: Deadline):
         wrapped = self._context.wrap_socket(sock, server_hostname=self._host,
                                             do_handshake_on_connect=False)
-        while True:
-            try:
-                wrapped.do_handshake()
-                return wrapped
-            except ssl.SSLWantReadError:
-                _poll(wrapped, False, deadline, "TLS handshake")
-            except ssl.SSLWantWriteError:
-                _poll(wrapped, True, deadline, "TLS handshake")
-            except ssl.SSLError as err:
-                wrapped.close()
-                raise HttpUnavailable(f"TLS handshake with {self._host_header} failed: "
-                                      f"{err.reason or err}") from None
+        try:
+            while True:
+                try:
+                    wrapped.do_handshake()
+                    return wrapped
+                except ssl.SSLWantReadError:
+                    _poll(wrapped, False, deadline, "TLS handshake")
+                except ssl.SSLWantWriteError:
+                    _poll(wrapped, True, deadline, "TLS handshake")
+        except ssl.SSLError as err:
+            wrapped.close()
+            raise HttpUnavailable(f"TLS handshake with {self._host_header} failed: "
+                                  f"{err.reason or err}") from None
+        except BaseException:
+            wrapped.close()  # the plain socket is detached from it: close this one
+            raise
 
     # ---- one exchange ------------------------------------------------------------------
 
@@ -332,7 +336,8 @@ class HttpClient:
         except OSError as err:
             raise HttpUnavailable(f"reading the reply failed: {type(err).__name__}") from None
         keep_alive = headers.get("connection", "").lower()
-        reusable = framed and not truncated and (
+        # Bytes after the reply's end are not ours to read as the next reply.
+        reusable = framed and not truncated and reader.drained() and (
             "close" not in keep_alive if version == "HTTP/1.1" else "keep-alive" in keep_alive)
         return HttpReply(status, headers, body, truncated), reusable
 
@@ -351,6 +356,9 @@ class _Reader:
         self._deadline = deadline
         self._buffer = bytearray()
         self.received = 0
+
+    def drained(self) -> bool:
+        return not self._buffer
 
     def _fill(self, what: str) -> None:
         data = self._connection.recv(self._deadline, what)
@@ -438,7 +446,9 @@ class _Reader:
             self._fill("reading the reply body")
 
     def _chunked(self, limit: int, cut: bool) -> tuple[bytes, bool, bool]:
-        parts: list[bytes] = []
+        # One buffer, not a list of chunks: a reply of 1-byte chunks must cost its size, not
+        # forty times that in bytes objects.
+        body = bytearray()
         size = 0
         while True:
             size_text = self._line().split(b";", 1)[0].strip()
@@ -451,13 +461,13 @@ class _Reader:
             if chunk == 0:
                 while self._line():  # trailers, up to the empty line
                     pass
-                return b"".join(parts), True, False
+                return bytes(body), True, False
             if size + chunk > limit:
                 if not cut:
                     raise HttpTooLarge(f"reply larger than the limit of {limit} bytes")
-                parts.append(self._exactly(limit - size))
-                return b"".join(parts), False, True
-            parts.append(self._exactly(chunk))
+                body += self._exactly(limit - size)
+                return bytes(body), False, True
+            body += self._exactly(chunk)
             size += chunk
             if self._line():
                 raise HttpBadReply("malformed chunked reply (no CRLF after a chunk)")

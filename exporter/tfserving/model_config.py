@@ -72,7 +72,12 @@ class ModelSource:
 
     def _refresh(self) -> None:
         try:
-            text = read_regular_file(self._config_file, MODEL_CONFIG_MAX_BYTES).decode("utf-8")
+            text = read_regular_file(self._config_file, MODEL_CONFIG_MAX_BYTES,
+                                     consistent=True).decode("utf-8")
+            if not text.strip():
+                # What a rewrite that truncates first leaves for a moment: keep the last
+                # list rather than drop every model from one scrape.
+                raise ModelConfigError(f"{self._config_file}: empty (being rewritten?)")
             models = parse_model_config(text, self._config_file)
         except (UnicodeDecodeError, ModelConfigError, FileReadError) as err:
             message = clip_text(str(err))
