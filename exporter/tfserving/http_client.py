@@ -419,7 +419,11 @@ class _Reader:
     def _exactly(self, length: int) -> bytes:
         while len(self._buffer) < length:
             self._fill("reading the reply body")
-        body = bytes(self._buffer[:length])
+        if len(self._buffer) == length:  # the usual case: one copy, not a slice and a copy
+            body, self._buffer = bytes(self._buffer), bytearray()
+            return body
+        with memoryview(self._buffer) as view:
+            body = bytes(view[:length])
         del self._buffer[:length]
         return body
 
