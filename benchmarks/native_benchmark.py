@@ -2,7 +2,7 @@
 
     python benchmarks/native_benchmark.py [--lines 10000] [--runs 50]
 
-The page is built the way TF Serving writes it (reference §5.2): request/runtime latency
+The page is built the way TF Serving writes it (docs/tfserving-behaviour.md §5.2): request/runtime latency
 histograms with the E33 microsecond buckets for many models over REST and gRPC, request
 counts, load metrics, and bare TYPE lines for idle TF-core metrics. Prints the median and p99
 of parsing + bridging, and of rendering the result as the exporter's /metrics text.

@@ -41,3 +41,28 @@ def test_every_exported_metric_is_documented(simulator, start_exporter_for):
     documented = readme()
     missing = sorted(n for n in names if n.startswith("tfserving_") and f"`{n}`" not in documented)
     assert not missing, missing
+
+
+def test_every_behaviour_reference_section_pointer_resolves():
+    # Code and tests cite TF Serving's behaviour as "docs/tfserving-behaviour.md §5.2" (and
+    # "§2.3, §3.3" after it); each cited section must exist in that file.
+    import glob
+    import re
+
+    reference = os.path.join(ROOT, "docs", "tfserving-behaviour.md")
+    with open(reference, encoding="utf-8") as handle:
+        sections = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[. ]", handle.read(), re.M))
+    cited: dict[str, list[str]] = {}
+    for path in glob.glob(os.path.join(ROOT, "**", "*.*"), recursive=True):
+        if not path.endswith((".py", ".md")) or path == reference or "/.git/" in path:
+            continue
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        old_style = "reference " + "§"  # spelt apart so this file does not match itself
+        assert old_style not in text, f"{path}: cite docs/tfserving-behaviour.md and a section"
+        for match in re.finditer(r"tfserving-behaviour\.md (§[\d.]+(?:, §[\d.]+)*)", text):
+            for number in re.findall(r"§(\d+(?:\.\d+)?)", match.group(1)):
+                cited.setdefault(number, []).append(os.path.relpath(path, ROOT))
+    assert cited, "no pointers found: the pattern is wrong"
+    missing = {number: where for number, where in cited.items() if number not in sections}
+    assert not missing, missing

@@ -1,4 +1,4 @@
-"""The parser of TF Serving's own Prometheus page: every habit of reference §5.2, and garbage."""
+"""The parser of TF Serving's own Prometheus page: every habit of docs/tfserving-behaviour.md §5.2, and garbage."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from exporter.tfserving.prometheus_page import (PageError, _parse_lines, labels,
                                                  split_le)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# A copy of shared/reference/tfserving-sample-exposition.txt (see SOURCES.md).
+# The sample page of docs/tfserving-behaviour.md §5.6 (see SOURCES.md).
 SAMPLE = os.path.join(HERE, "testdata", "native", "reference-sample.txt")
 REAL_PAGES = sorted(glob.glob(os.path.join(HERE, "testdata", "native", "*.txt")))
 

@@ -1,6 +1,6 @@
 """TF Serving's own Prometheus page, bridged into clean base-unit metrics.
 
-TF Serving's page (reference §5) uses colon names, microseconds and no HELP lines, and has the
+TF Serving's page (docs/tfserving-behaviour.md §5) uses colon names, microseconds and no HELP lines, and has the
 model version only inside ``model_path``. This collector reads it on every scrape and exports:
 
     :tensorflow:serving:request_count{model_name,status}      -> tfserving_requests_total{model,status}

@@ -1,6 +1,6 @@
 """The simulator as a whole: ``Simulator`` (in-process API) and ``main`` (the CLI).
 
-Startup follows ``tensorflow_model_server`` (reference §1.3): the core loads every configured
+Startup follows ``tensorflow_model_server`` (docs/tfserving-behaviour.md §1.3): the core loads every configured
 model and only then does the gRPC port open, then the monitoring config is read, then the REST
 port. A failed initial load is a startup error (the CLI prints ``Failed to start server. Error:
 ...`` and exits 255).

@@ -2,7 +2,7 @@
 
 ``PredictionService`` (Predict, Classify, Regress, GetModelMetadata; MultiInference answers
 UNIMPLEMENTED) and ``ModelService`` (GetModelStatus, HandleReloadConfigRequest), with the codes
-and messages of reference §3.3, messages cut at 1024 characters, request metrics only for the
+and messages of docs/tfserving-behaviour.md §3.3, messages cut at 1024 characters, request metrics only for the
 three inference calls (§5.5), faults, and the client's deadline as the session timeout.
 """
 
@@ -238,7 +238,7 @@ class PredictionServicer(protos.prediction_service_pb2_grpc.PredictionServiceSer
         return self._inference("Regress", request, context, work)
 
     def GetModelMetadata(self, request, context):
-        # No request metrics for metadata calls (reference §5.5).
+        # No request metrics for metadata calls (docs/tfserving-behaviour.md §5.5).
         try:
             _require_model_spec(request)
             if not request.metadata_field:
@@ -273,7 +273,7 @@ class ModelServicer(protos.model_service_pb2_grpc.ModelServiceServicer):
         try:
             _require_model_spec(request)
             spec = request.model_spec
-            # Only has_version() counts: a version_label is ignored (reference §3.4).
+            # Only has_version() counts: a version_label is ignored (docs/tfserving-behaviour.md §3.4).
             version = spec.version.value if spec.HasField("version") else None
             self._backend.faults.before_request("grpc", "status", spec.name, version)
             response = protos.get_model_status_pb2.GetModelStatusResponse()

@@ -175,7 +175,7 @@ class ModelProgram:
 
 
 class HalfPlusTwo(ModelProgram):
-    """TF Serving's half_plus_two test model (version 123 signature set, reference §6.2)."""
+    """TF Serving's half_plus_two test model (version 123 signature set, docs/tfserving-behaviour.md §6.2)."""
 
     kind = "half_plus_two"
 
@@ -297,7 +297,7 @@ class ModelSpec:
 
 
 def missing_saved_model_error(version_dir: str) -> ServingError:
-    """TF's error for a version directory without ``saved_model.pb`` (reference §2.4)."""
+    """TF's error for a version directory without ``saved_model.pb`` (docs/tfserving-behaviour.md §2.4)."""
     return ServingError(
         "NOT_FOUND",
         "Specified file path does not appear to contain a SavedModel bundle (should have a file "

@@ -2,7 +2,7 @@
 
 ``RestApi.handle(method, path_with_query, headers, body)`` returns ``(status, headers, body)``
 exactly as ``http_rest_api_handler.cc`` would produce them: URL grammar, dispatch, the order of
-checks, error bodies, the request metrics of reference §5.5 and the injected faults.
+checks, error bodies, the request metrics of docs/tfserving-behaviour.md §5.5 and the injected faults.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ class RestApi:
         if not route.model_name:
             raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
         self.faults.before_request("rest", "status", route.model_name, route.version)
-        # GetModelStatus ignores version labels (reference §3.4).
+        # GetModelStatus ignores version labels (docs/tfserving-behaviour.md §3.4).
         return model_status_json(self.core.model_status(route.model_name, route.version))
 
     def _metadata(self, route: _Route) -> bytes:

@@ -1,4 +1,4 @@
-"""A TensorFlow-style metric registry and TF Serving's exact Prometheus page (reference §5.2).
+"""A TensorFlow-style metric registry and TF Serving's exact Prometheus page (docs/tfserving-behaviour.md §5.2).
 
 The page differs from client libraries' output on purpose: TYPE lines only, ``{}`` for
 label-less cells, ``%g`` bucket limits, upper-exclusive buckets, sorting by the original
@@ -274,7 +274,7 @@ class ServingMetrics:
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = registry if registry is not None else Registry()
         r = self.registry
-        # TF Serving's eleven non-lazy metrics (reference §5.3).
+        # TF Serving's eleven non-lazy metrics (docs/tfserving-behaviour.md §5.3).
         self.request_count = r.counter("/tensorflow/serving/request_count",
                                        ("model_name", "status"))
         self.request_latency = r.histogram("/tensorflow/serving/request_latency",
@@ -292,7 +292,7 @@ class ServingMetrics:
         r.histogram("/tensorflow/serving/batching_session/queuing_latency",
                     ("thread_pool_name",), Q52)
         r.counter("/tensorflow/serving/batching_session/wrapped_run_count")
-        # TensorFlow core (reference §5.4).
+        # TensorFlow core (docs/tfserving-behaviour.md §5.4).
         self.load_attempt_count = r.counter("/tensorflow/cc/saved_model/load_attempt_count",
                                             ("model_path", "status"))
         self.load_latency = r.counter("/tensorflow/cc/saved_model/load_latency", ("model_path",))

@@ -1,6 +1,6 @@
 """Parser for TF Serving's own Prometheus page (``/monitoring/prometheus/metrics``).
 
-TF Serving writes the text format with its own habits (reference §5.2): ``# TYPE`` lines but
+TF Serving writes the text format with its own habits (docs/tfserving-behaviour.md §5.2): ``# TYPE`` lines but
 no ``# HELP``; families with no samples at all; ``{}`` on label-less samples; bucket limits and
 sums in ``%g`` (``1.27482e+06``); integer-only counters and gauges; label values with only
 ``\\`` and ``"`` escaped, so a raw newline can sit inside a quoted value. Unknown metrics are

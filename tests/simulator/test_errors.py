@@ -1,4 +1,4 @@
-"""ServingError and its HTTP / gRPC renderings (reference §2.3, §3.3)."""
+"""ServingError and its HTTP / gRPC renderings (docs/tfserving-behaviour.md §2.3, §3.3)."""
 
 import grpc
 import pytest

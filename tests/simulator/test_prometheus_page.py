@@ -1,4 +1,4 @@
-"""The Prometheus page on the REST port after a known mix of calls (reference §5.1, §5.5)."""
+"""The Prometheus page on the REST port after a known mix of calls (docs/tfserving-behaviour.md §5.1, §5.5)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pytest
 from exporter.simulator import tf_metrics
 from exporter.simulator.tf_metrics import Registry, ServingMetrics, format_g
 
-# A copy of shared/reference/tfserving-sample-exposition.txt (tests/testdata/native/SOURCES.md).
+# The sample page of docs/tfserving-behaviour.md §5.6 (tests/testdata/native/SOURCES.md).
 SAMPLE = Path(__file__).resolve().parent.parent / "testdata" / "native" / "reference-sample.txt"
 
 E33_TEXT = ("10, 18, 32.4, 58.32, 104.976, 188.957, 340.122, 612.22, 1102, 1983.59, 3570.47, "
