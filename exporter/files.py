@@ -27,17 +27,20 @@ class FileReadError(ValueError):
     """The file cannot be used. ``str()`` names the file and the reason; ``reason`` alone is
     for callers that name the file their own way."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, too_large: bool = False) -> None:
         super().__init__(f'cannot read "{path}": {reason}')
         self.path = path
         self.reason = reason
+        self.too_large = too_large
 
 
 def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
     return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
-def _read_once(path: str, max_bytes: int) -> tuple[bytes, tuple, tuple]:
+def _open_regular(path: str) -> tuple[int, os.stat_result]:
+    """An open descriptor of ``path`` and its stat, or FileReadError when it cannot be opened
+    or is not a regular file."""
     # O_NONBLOCK: opening a FIFO for reading must not wait for a writer (it would hang the
     # scrape or reload that asked). It has no effect on reads of a regular file.
     try:
@@ -45,12 +48,22 @@ def _read_once(path: str, max_bytes: int) -> tuple[bytes, tuple, tuple]:
     except OSError as err:
         raise FileReadError(path, err.strerror or str(err)) from None
     try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise FileReadError(path, _not_regular(before.st_mode))
+        info = os.fstat(fd)
+    except OSError as err:
+        os.close(fd)
+        raise FileReadError(path, err.strerror or str(err)) from None
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise FileReadError(path, _not_regular(info.st_mode))
+    return fd, info
+
+
+def _read_once(path: str, max_bytes: int) -> tuple[bytes, tuple, tuple]:
+    fd, before = _open_regular(path)
+    try:
         if before.st_size > max_bytes:
             raise FileReadError(path, f"{before.st_size} bytes, more than the limit of "
-                                      f"{max_bytes}")
+                                      f"{max_bytes}", too_large=True)
         chunks, size = [], 0
         while True:
             chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
@@ -59,7 +72,8 @@ def _read_once(path: str, max_bytes: int) -> tuple[bytes, tuple, tuple]:
             chunks.append(chunk)
             size += len(chunk)
             if size > max_bytes:  # grew while being read
-                raise FileReadError(path, f"more than the limit of {max_bytes} bytes")
+                raise FileReadError(path, f"more than the limit of {max_bytes} bytes",
+                                    too_large=True)
         after = os.fstat(fd)
     except OSError as err:
         raise FileReadError(path, err.strerror or str(err)) from None
@@ -101,11 +115,8 @@ def read_regular_file(path: str, max_bytes: int, consistent: bool = False) -> by
 def is_readable_regular_file(path: str) -> str | None:
     """None when ``path`` opens as a regular file, else the reason (for config checks)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as err:
-        return err.strerror or str(err)
-    try:
-        mode = os.fstat(fd).st_mode
-    finally:
-        os.close(fd)
-    return None if stat.S_ISREG(mode) else _not_regular(mode)
+        fd, _ = _open_regular(path)
+    except FileReadError as err:
+        return err.reason
+    os.close(fd)
+    return None

@@ -93,6 +93,9 @@ _ACCEPT_TRANSIENT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EP
                                       errno.EINTR, errno.EAGAIN})
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 
+# What a non-blocking socket (or TLS) step raises when it must wait for the selector.
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
 # Connection states. Only WORKER belongs to a handler thread; the loop owns all others.
 _HANDSHAKE, _HEAD, _BODY, _WORKER, _LINGER, _CLOSED = (
     "handshake", "head", "body", "worker", "linger", "closed")
@@ -398,16 +401,19 @@ class HTTPServer:
     def _handshake(self, conn: _Conn, now: float) -> None:
         try:
             conn.sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._set_events(conn, selectors.EVENT_READ)
-            return
-        except ssl.SSLWantWriteError:
-            self._set_events(conn, selectors.EVENT_WRITE)
+        except _WOULD_BLOCK as err:
+            self._wait_for(conn, err)
             return
         except _CLIENT_ERRORS as err:
             self._close(conn, f"TLS handshake failed: {err!r}")
             return
         self._start_head(conn, now, idle=False)
+
+    def _wait_for(self, conn: _Conn, blocked: Exception) -> None:
+        """A non-blocking step could not go on: select the connection for what it needs (TLS
+        may need to write in order to read, and the other way round)."""
+        self._set_events(conn, selectors.EVENT_WRITE if isinstance(blocked, ssl.SSLWantWriteError)
+                         else selectors.EVENT_READ)
 
     def _start_head(self, conn: _Conn, now: float, idle: bool) -> None:
         conn.state = _HEAD
@@ -425,11 +431,8 @@ class HTTPServer:
                 return
             try:
                 data = conn.sock.recv(RECV_BYTES)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                self._set_events(conn, selectors.EVENT_READ)
-                return
-            except ssl.SSLWantWriteError:
-                self._set_events(conn, selectors.EVENT_WRITE)
+            except _WOULD_BLOCK as err:
+                self._wait_for(conn, err)
                 return
             except _CLIENT_ERRORS as err:
                 self._close(conn, f"read failed: {err!r}")

@@ -151,6 +151,7 @@ RELOAD_WAIT_SECONDS = 30.0
 
 def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
     scrape_slots = threading.BoundedSemaphore(MAX_CONCURRENT_SCRAPES)
+    health_answer = health_answers(state)
     reload_waiter = threading.Lock()  # one request thread at most waits on a reload
 
     def render(families, environ) -> tuple[bytes, str]:
@@ -260,12 +261,9 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
                                  "text/html; charset=utf-8")
         finally:
             state.leave(pipeline)
-        if path == "/-/healthy":
-            return _response(start_response, "200 OK", b"Healthy\n")
-        if path == "/-/ready":
-            if state.ready.is_set():
-                return _response(start_response, "200 OK", b"Ready\n")
-            return _response(start_response, "503 Service Unavailable", b"Not ready\n")
+        health = health_answer(path)
+        if health is not None:
+            return _response(start_response, *health)
         return _response(start_response, "404 Not Found", b"404 page not found\n")
 
     return app
@@ -273,8 +271,8 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
 
 def health_answers(state: ExporterState) -> Callable[[str], tuple[str, bytes] | None]:
     """Health and readiness as the HTTP server's loop answers them, without a request thread:
-    kubelet probes must not queue behind scrapes stuck on TF Serving. (The app answers the
-    same paths the same way, for callers of the app itself.)"""
+    kubelet probes must not queue behind scrapes stuck on TF Serving. The app answers them
+    with the same function, for callers of the app itself."""
     def answer(path: str) -> tuple[str, bytes] | None:
         if path == "/-/healthy":
             return "200 OK", b"Healthy\n"

@@ -143,7 +143,7 @@ class FakeScrape:
     def client(self, protocol: str):
         return self
 
-    def request(self, api, method, path, deadline):
+    def request(self, api, method, path, deadline, max_bytes=None):
         class Reply:
             status = 200
             body = self._body

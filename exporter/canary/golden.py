@@ -123,20 +123,13 @@ def load_golden(path: str) -> GoldenSet:
 
 
 def _read_capped(path: str) -> bytes:
-    if (size := _size(path)) is not None and size > MAX_FILE_BYTES:
-        raise GoldenError([f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB; put large arrays "
-                           "in a data .npz (write_golden(..., npz=True))"])
     try:
         return read_regular_file(path, MAX_FILE_BYTES, consistent=True)
     except FileReadError as error:
+        if error.too_large:
+            raise GoldenError([f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB; put large "
+                               "arrays in a data .npz (write_golden(..., npz=True))"]) from None
         raise GoldenError([f"{path}: cannot read golden file: {error.reason}"]) from None
-
-
-def _size(path: str) -> int | None:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return None
 
 
 def parse_golden_json(raw: bytes, path: str):

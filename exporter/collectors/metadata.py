@@ -131,10 +131,9 @@ class MetadataCollector:
             tensors = list(signature.inputs) + list(signature.outputs)
             capped = self._tensors.cap(tensors, count=False)
             kept.left_out_tensors += len(tensors) - len(capped)
-            kept[signature.name] = Signature(
-                signature.name, signature.method_name,
-                tuple(t for t in capped[:len(signature.inputs)]),
-                tuple(capped[len(signature.inputs):]))
+            inputs = len(signature.inputs)
+            kept[signature.name] = Signature(signature.name, signature.method_name,
+                                             tuple(capped[:inputs]), tuple(capped[inputs:]))
         return kept
 
     def collect(self, scrape: Scrape) -> Iterable[Metric]:
@@ -161,7 +160,7 @@ class MetadataCollector:
 
         fetched = scrape.map(self.protocol, lambda key: self._signatures_of(scrape, key), keys)
         self._cache.keep_only(set(keys))
-        left_out = {"signature": 0, "tensor": 0}
+        left_out_signatures = left_out_tensors = 0
         tensor_budget = MAX_TENSOR_SERIES
         for (model, version), result in fetched:
             if isinstance(result, TFServingError) and result.code == "NOT_FOUND":
@@ -169,8 +168,8 @@ class MetadataCollector:
             if isinstance(result, BaseException):
                 failures.append(f"{model} version {version}: {result}")
                 continue
-            left_out["signature"] += result.left_out_signatures
-            left_out["tensor"] += result.left_out_tensors
+            left_out_signatures += result.left_out_signatures
+            left_out_tensors += result.left_out_tensors
             for signature in result.values():
                 labels = [model, str(version), clip_text(signature.name, MAX_LABEL_CHARS)]
                 info.add_metric(labels + [clip_text(method_label(signature.method_name),
@@ -179,17 +178,17 @@ class MetadataCollector:
                     [("input", t) for t in signature.inputs]
                     + [("output", t) for t in signature.outputs])
                 if len(tensors) > tensor_budget:
-                    left_out["tensor"] += len(tensors) - max(tensor_budget, 0)
+                    left_out_tensors += len(tensors) - max(tensor_budget, 0)
                     tensors = tensors[:max(tensor_budget, 0)]
                 tensor_budget -= len(tensors)
                 for io, tensor in tensors:
                     tensor_info.add_metric(labels + [
                         io, clip_text(tensor.alias, MAX_LABEL_CHARS), dtype_label(tensor.dtype),
                         clip_text(shape_label(tensor.shape), MAX_LABEL_CHARS)], 1)
-        if left_out["signature"]:
-            self._signatures.count(left_out["signature"])
-        if left_out["tensor"]:
-            self._tensors.count(left_out["tensor"])
+        if left_out_signatures:
+            self._signatures.count(left_out_signatures)
+        if left_out_tensors:
+            self._tensors.count(left_out_tensors)
 
         yield from (info, tensor_info)
         if failures:

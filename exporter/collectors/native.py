@@ -52,6 +52,7 @@ from exporter.collectors.native_units import MICROSECONDS, seconds_text, to_seco
 from exporter.scrape import Scrape
 from exporter.tfserving import page_checks as checks
 from exporter.tfserving.page_checks import INF, Tally
+from exporter.tfserving.rest_client import METRICS_PAGE_MAX_BYTES
 from exporter.tfserving.prometheus_page import (CachePool, Families, PageDeadline, PageError,
                                                 SizedCache, link, parse_page)
 
@@ -289,7 +290,7 @@ class NativeCollector:
     def _fetch(self, scrape: Scrape) -> bytes:
         client = scrape.client("rest")
         reply = scrape.call("rest", lambda deadline: client.request(
-            "metrics_page", "GET", self._path, deadline))
+            "metrics_page", "GET", self._path, deadline, max_bytes=METRICS_PAGE_MAX_BYTES))
         if reply.status == 404:
             if not self._hinted:
                 log.warning(MONITORING_HINT, self._path)
@@ -300,8 +301,7 @@ class NativeCollector:
             raise CollectorError(f"TF Serving's monitoring page {self._path} answered "
                                  f"HTTP {reply.status}")
         self._hinted = False
-        body = reply.body  # decoded by the parser a slice at a time
-        return body if isinstance(body, (bytes, str)) else bytes(body)
+        return reply.body  # decoded by the parser a slice at a time
 
     def collect(self, scrape: Scrape) -> Iterable[Metric]:
         try:

@@ -109,8 +109,13 @@ class ModelSource:
                          daemon=True).start()
 
     def models(self) -> list[str]:
+        """The models, after looking whether the file changed (once per scrape)."""
         if self._config_file:
             self._follow_file()
+        return self.current()
+
+    def current(self) -> list[str]:
+        """The models as last read, without looking at the file."""
         with self._lock:
             return list(dict.fromkeys(self._names + [m.name for m in self._file_models]))
 

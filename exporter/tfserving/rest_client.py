@@ -26,7 +26,6 @@ METADATA_MAX_BYTES = 4 << 20
 # TF Serving's monitoring page: about 1.6 MB at 100 models x 3 versions.
 METRICS_PAGE_MAX_BYTES = 16 << 20
 PREDICT_MAX_BYTES = 16 << 20
-MAX_REPLY_BYTES = PREDICT_MAX_BYTES
 # Error replies are cut, not refused: the message is all we keep, and it is clipped further.
 ERROR_MAX_BYTES = 64 << 10
 
@@ -131,7 +130,7 @@ class RestClient:
         self._http.close()
 
     def request(self, api: str, method: str, path: str, deadline: Deadline,
-                body: bytes | None = None, max_bytes: int = MAX_REPLY_BYTES) -> RestReply:
+                body: bytes | None = None, max_bytes: int = PREDICT_MAX_BYTES) -> RestReply:
         """One HTTP exchange bounded by ``deadline``; transport failures raise
         TFServingError with ``reached_server`` False, a reply over ``max_bytes`` (or not
         HTTP) raises BAD_REPLY."""
