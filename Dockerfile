@@ -17,7 +17,7 @@
 # installed) only for TensorFlow's generated protobuf modules. The builder installs
 # tensorflow-serving-api with --no-deps, downloads the tensorflow wheel and copies out of it
 # only the *_pb2.py modules that TF Serving's API modules import (transitively), keeping their
-# package structure and leaving out tensorflow/__init__.py. exporter/tfserving/protos.py
+# package structure and leaving out tensorflow/__init__.py. tfserving_wire/protos.py
 # imports them without ever running TensorFlow.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -30,10 +30,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-# The build script first (changes least), then what the exporter's wheel is built from.
+# The build script first (changes least), then what the exporter's wheel is built from. The
+# simulator (tfserving_simulator/) and its demo data stay out: `demo` and `simulate` say so.
 COPY scripts/build_slim_venv.py scripts/tf_proto_files.py scripts/
 COPY pyproject.toml README.md ./
 COPY exporter/ exporter/
+COPY tfserving_wire/ tfserving_wire/
 
 # Steps (see the script's docstring): venv without pip at /opt/venv; tensorflow-serving-api
 # --no-deps; runtime deps from pyproject.toml minus tensorflow(-serving-api); the exporter

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.stack import (cpu_seconds, free_port, rss_mib, start_exporter,  # noqa: E402
                               start_simulator, stop, wait_for)
-from exporter.demo import write_demo_files  # noqa: E402
+from tfserving_simulator.demo_files import write_demo_files  # noqa: E402
 
 SERVING_123 = 'tfserving_model_serving_version{model="half_plus_two"} 123.0'
 

@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.stack import (free_port, rss_mib, start_exporter, start_simulator,  # noqa: E402
                               stop as stop_processes, wait_for)
-from exporter.demo import DEMO_GOLDEN_DIR, write_demo_files  # noqa: E402
-from exporter.simulator.demo_models import write_half_plus_two  # noqa: E402
+from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR, write_demo_files  # noqa: E402
+from tfserving_simulator.demo_models import write_half_plus_two  # noqa: E402
 
 
 def open_fds(pid: int) -> int:

@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from benchmarks.stack import (cpu_seconds, free_port, rss_mib, start_exporter,  # noqa: E402
                               start_simulator, stop, wait_for)
-from exporter.demo import MONITORING_CONFIG  # noqa: E402
-from exporter.simulator.demo_models import write_half_plus_two  # noqa: E402
+from tfserving_simulator.demo_files import MONITORING_CONFIG  # noqa: E402
+from tfserving_simulator.demo_models import write_half_plus_two  # noqa: E402
 
 
 def write_models(root: str, count: int) -> str:
@@ -138,7 +138,7 @@ def main() -> int:
 
     compare = run_script("compare_benchmark.py", "--runs", "100")
     native = run_script("native_benchmark.py", "--runs", "30")
-    ours = import_cost("from exporter.tfserving import protos; protos.load_all()")
+    ours = import_cost("from tfserving_wire import protos; protos.load_all()")
     theirs = import_cost("from tensorflow_serving.apis import predict_pb2")
     print()
     print("| measure | value |")

@@ -3,118 +3,144 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import signal
 import sys
-import threading
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
 from exporter import __version__
+from exporter.config import SCHEMA, Setting
+from exporter.config_kinds import BOOLEAN
+from exporter.signals import install_stop_handlers, wait_for
+from exporter.suggest import suggestion
 
 log = logging.getLogger("exporter")
 
 SUBCOMMANDS = ("run", "demo", "simulate", "check-config", "golden")
 
-# (flag, config field, help). Flags override the config file; unset flags leave it alone.
-RUN_FLAGS = (
-    ("--web.listen-address", "web.listen_address",
-     "Address to listen on for /metrics, e.g. ':9850' or '127.0.0.1:9850'."),
-    ("--web.telemetry-path", "web.telemetry_path", "Path under which to expose metrics."),
-    ("--tfserving.grpc-address", "tfserving.grpc_address",
-     "TF Serving gRPC address host:port ('' disables gRPC)."),
-    ("--tfserving.rest-address", "tfserving.rest_address",
-     "TF Serving REST base URL, e.g. http://localhost:8501 ('' disables REST)."),
-    ("--tfserving.metrics-path", "tfserving.metrics_path",
-     "Path of TF Serving's own Prometheus page on the REST port."),
-    ("--tfserving.model-config-file", "tfserving.model_config_file",
-     "TF Serving models.config to discover model names from (re-read when it changes)."),
-    ("--tfserving.timeout", "tfserving.timeout",
-     "Upper bound for one scrape's calls to TF Serving, e.g. 10s."),
-    ("--tfserving.timeout-offset", "tfserving.timeout_offset",
-     "Subtracted from Prometheus' scrape timeout to leave time for the reply, e.g. 500ms."),
-    ("--tfserving.grpc-tls", "tfserving.grpc_tls.enabled",
-     "Use TLS to TF Serving's gRPC port: true or false."),
-    ("--tfserving.grpc-tls.ca-file", "tfserving.grpc_tls.ca_file",
-     "CA certificate (PEM) to verify TF Serving's gRPC certificate."),
-    ("--tfserving.grpc-tls.cert-file", "tfserving.grpc_tls.cert_file",
-     "Client certificate (PEM) for mutual TLS to TF Serving."),
-    ("--tfserving.grpc-tls.key-file", "tfserving.grpc_tls.key_file",
-     "Key (PEM) of the client certificate."),
-    ("--tfserving.grpc-tls.server-name", "tfserving.grpc_tls.server_name",
-     "Name to verify TF Serving's certificate against."),
-    ("--collector.status.protocol", "collectors.status.protocol",
-     "Protocol of the status collector: grpc or rest."),
-    ("--collector.metadata.protocol", "collectors.metadata.protocol",
-     "Protocol of the metadata collector: grpc or rest."),
-    ("--collector.native.passthrough", "collectors.native.passthrough",
-     "Also export every other TF Serving metric as tensorflow_* (true or false)."),
-    ("--canary.golden-dir", "canary.golden_dir",
-     "Directory whose *.json files are golden files for canaries."),
-    ("--canary.protocol", "canary.protocol", "Protocol canary requests use: grpc or rest."),
-    ("--canary.interval", "canary.interval", "Time between two canary runs of a model, e.g. 60s."),
-    ("--canary.timeout", "canary.timeout", "Deadline of one canary run of one version."),
-    ("--canary.batch-size", "canary.batch_size", "Golden examples sent per request."),
-    ("--web.config.file", "web.config_file",
-     "File with TLS and basic auth settings for the exporter's endpoint (Prometheus format)."),
-    ("--web.enable-lifecycle", "web.enable_lifecycle",
-     "Serve POST /-/reload (true or false); without basic auth it needs no credentials."),
-    ("--log.level", "log.level", "Log level: debug, info, warn, error."),
-    ("--log.format", "log.format", "Log format: logfmt or json."),
-)
-COLLECTORS = ("status", "metadata", "native")
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that answers an unknown flag with the nearest known one."""
+
+    commands: Any = None  # the subparsers action, when the parser has commands
+
+    def add_subparsers(self, **kwargs):
+        self.commands = super().add_subparsers(**kwargs)
+        return self.commands
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self._innermost(parsed).refuse(extra)
+        return parsed
+
+    def _innermost(self, parsed: argparse.Namespace) -> "_Parser":
+        """The parser of the (sub)command given: the one whose flags were meant."""
+        commands = self.commands
+        chosen = commands and commands.choices.get(getattr(parsed, commands.dest, None))
+        return chosen._innermost(parsed) if chosen else self
+
+    def refuse(self, extra: list[str]) -> NoReturn:
+        unknown = [arg.split("=", 1)[0] for arg in extra if arg.startswith("-") and arg != "--"]
+        if not unknown:
+            self.error(f"unexpected arguments: {' '.join(extra)}")
+        known = [option for action in self._actions for option in action.option_strings]
+        lines = []
+        for flag in unknown:
+            # The --no- forms double the listing; they are offered to a flag spelt with one.
+            valid = [o for o in known if o.startswith("--") and
+                     (flag.startswith("--no-") or not o.startswith("--no-"))]
+            lines.append(f"tfserving-exporter: unknown flag {flag}"
+                         f"{suggestion(flag, valid, 'valid flags')}\n")
+        self.exit(2, "".join(lines))
 
 
-def _dest(flag: str) -> str:
-    return flag.lstrip("-").replace(".", "_").replace("-", "_")
+class _BooleanFlag(argparse.BooleanOptionalAction):
+    """``--x``, ``--x=true``, ``--x=false`` and ``--no-x`` for one boolean setting.
+
+    Flags such as ``--web.enable-lifecycle=false`` always took a value and the collectors'
+    ``--collector.status`` / ``--no-collector.status`` never did; every boolean takes both
+    spellings now. As with the collectors' old pairs, ``--no-x`` with ``--x`` is refused.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None):
+        super().__init__(option_strings, dest, default=None, help=help)
+        self.nargs, self.metavar = "?", BOOLEAN.metavar
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        negative = option_string.startswith("--no-")
+        if negative and values is not None:
+            parser.error(f'{option_string}: takes no value, got "{values}"')
+        forms = vars(namespace).setdefault(_BOOLEAN_FORMS, {}).setdefault(self.dest, {})
+        forms.setdefault(negative, option_string)
+        if (not negative) in forms:
+            parser.error(f"argument {option_string}: not allowed with argument "
+                         f"{forms[not negative]}")
+        value = not negative
+        if values is not None:
+            try:
+                value = BOOLEAN.from_flag(values)
+            except ValueError as err:
+                parser.error(f"{option_string}: {err}")
+        setattr(namespace, self.dest, value)
 
 
-def _add_run_flags(parser: argparse.ArgumentParser, with_config_file: bool = True) -> None:
-    if with_config_file:
-        parser.add_argument("--config.file", dest="config_file", metavar="PATH",
-                            help="YAML configuration file (flags override it).")
-    for flag, _field, help_text in RUN_FLAGS:
-        parser.add_argument(flag, dest=_dest(flag), metavar="VALUE", help=help_text)
-    parser.add_argument("--model", dest="models", action="append", metavar="NAME",
-                        help="Model to watch (repeatable). Replaces the config file's models list.")
-    parser.add_argument("--canary.golden-file", dest="golden_files", action="append",
-                        metavar="PATH", help="Golden file for canaries (repeatable). Replaces "
-                                             "the config file's canary.golden_files.")
-    for name in COLLECTORS:
-        group = parser.add_mutually_exclusive_group()
-        group.add_argument(f"--collector.{name}", dest=f"collector_{name}", action="store_const",
-                           const=True, help=f"Enable the {name} collector (default).")
-        group.add_argument(f"--no-collector.{name}", dest=f"collector_{name}",
-                           action="store_const", const=False,
-                           help=f"Disable the {name} collector.")
+_BOOLEAN_FORMS = "_boolean_flag_forms"  # per parse: which of --x / --no-x each boolean got
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, _BooleanFlag):
+            positive, negative = action.option_strings
+            return f"{positive}[={BOOLEAN.metavar}], {negative}"
+        return super()._format_action_invocation(action)
+
+
+# The full usage line would list every setting's flag before each error message.
+_SETTINGS_USAGE = "%(prog)s [--config.file PATH] [FLAG ...]  (--help lists the flags)"
+
+
+def _flag_help(setting: Setting) -> str:
+    text = setting.doc.replace("`", "")
+    if setting.kind.flag_repeats:
+        text += " Repeatable; replaces the config file's list."
+    return f"{text} Default: {setting.default_text}.".replace("%", "%%")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """``--config.file`` and one flag per setting that declares one (exporter.config)."""
+    parser.add_argument("--config.file", dest="config_file", metavar="PATH",
+                        help="YAML configuration file (flags override it).")
+    for setting in SCHEMA:
+        if setting.flag is None:
+            continue
+        if setting.kind is BOOLEAN:
+            parser.add_argument(setting.flag, dest=setting.path, action=_BooleanFlag,
+                                help=_flag_help(setting))
+        else:
+            parser.add_argument(setting.flag, dest=setting.path, metavar=setting.kind.metavar,
+                                action="append" if setting.kind.flag_repeats else "store",
+                                help=_flag_help(setting))
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
-    overrides: dict = {}
-    for flag, field, _help in RUN_FLAGS:
-        value = getattr(args, _dest(flag), None)
-        if value is not None:
-            overrides[field] = value
-    for name in COLLECTORS:
-        enabled = getattr(args, f"collector_{name}", None)
-        if enabled is not None:
-            overrides[f"collectors.{name}.enabled"] = enabled
-    if args.models:
-        overrides["models"] = list(args.models)
-    if args.golden_files:
-        overrides["canary.golden_files"] = list(args.golden_files)
-    return overrides
+    """The flags given, as ``load_config`` overrides (dotted setting path -> value)."""
+    return {setting.path: getattr(args, setting.path) for setting in SCHEMA
+            if getattr(args, setting.path, None) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfserving-exporter",
         description="Prometheus exporter sidecar for TensorFlow Serving.")
     parser.add_argument("--version", action="version", version=f"tfserving-exporter {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="Run the exporter (default command).")
-    _add_run_flags(run)
+    run = sub.add_parser("run", help="Run the exporter (default command).",
+                         usage=_SETTINGS_USAGE, formatter_class=_HelpFormatter)
+    _add_setting_flags(run)
 
     demo = sub.add_parser("demo", help="Start the TF Serving simulator with demo models and the "
                                        "exporter, and print the /metrics URL.")
@@ -131,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_record_parser(golden_actions)
 
     check = sub.add_parser("check-config", help="Validate a configuration and exit non-zero "
-                                                "listing every problem.")
-    _add_run_flags(check)
+                                                "listing every problem.",
+                           usage=_SETTINGS_USAGE, formatter_class=_HelpFormatter)
+    _add_setting_flags(check)
     return parser
 
 
@@ -182,7 +209,7 @@ def _add_record_parser(actions) -> None:
 def cmd_golden(args: argparse.Namespace) -> int:
     from exporter.addresses import parse_grpc_address, parse_rest_address
     from exporter.canary.golden import GoldenError, write_golden
-    from exporter.canary.record import read_requests, record_golden
+    from exporter.canary.golden_record import read_requests, record_golden
     from exporter.durations import parse_duration
     from exporter.tfserving.grpc_client import GrpcClient
     from exporter.tfserving.rest_client import RestClient
@@ -232,19 +259,6 @@ def _load(args: argparse.Namespace):
     except ConfigError as err:
         print(f"tfserving-exporter: invalid configuration:\n{err}", file=sys.stderr)
         return None
-
-
-def install_stop_handlers() -> threading.Event:
-    """SIGINT (Ctrl-C) and SIGTERM (Kubernetes) set the returned event for a clean stop."""
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop
-
-
-def wait_for(stop: threading.Event) -> None:
-    while not stop.wait(3600):
-        pass
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -309,7 +323,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def simulator_missing(command: str) -> bool:
+    """True (after saying so) when this installation leaves the TF Serving simulator out, as
+    the container image and the slim venv do."""
+    if importlib.util.find_spec("tfserving_simulator") is not None:
+        return False
+    print(f"tfserving-exporter {command}: this installation has no TF Serving simulator (the "
+          "container image leaves it out); run it from a pip install of the source",
+          file=sys.stderr)
+    return True
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    if simulator_missing("demo"):
+        return 1
     from exporter.demo import run_demo
 
     return run_demo(args.web_listen_address, args.log_level)
@@ -318,7 +345,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"]:
-        from exporter.simulator.app import main as simulate
+        if simulator_missing("simulate"):
+            return 1
+        from tfserving_simulator.app import main as simulate
 
         return simulate(argv[1:])
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):

@@ -67,6 +67,7 @@ class Collection:
                 max_workers=workers_per_protocol, thread_name_prefix=f"tfserving-{protocol}")
             for protocol in clients}
         self._errors = _ErrorLog()
+        self._status_protocol = status_protocol(collectors, clients)
 
     def close(self) -> None:
         for executor in self._executors.values():
@@ -75,7 +76,8 @@ class Collection:
             client.close()
 
     def collect(self, deadline: Deadline, budget: float) -> list[Metric]:
-        scrape = Scrape(deadline, self.clients, self._executors, self._models(), self._dropped)
+        scrape = Scrape(deadline, self.clients, self._executors, self._models(), self._dropped,
+                        status_protocol=self._status_protocol)
         # Pinged alongside the collectors, so a collector stuck until the deadline cannot
         # make a protocol that still answers look down.
         pings = [scrape.submit(protocol, lambda protocol=protocol: self._ping(scrape, protocol))
@@ -119,6 +121,17 @@ class Collection:
         for protocol in sorted(self.clients):
             up.add_metric([protocol], 1 if scrape.reached.get(protocol) else 0)
         return up
+
+
+def status_protocol(collectors: list[ScrapeCollector], clients: dict) -> str | None:
+    """The protocol a scrape fetches model status over: the one its readers name (the status
+    collector's; the metadata collector is built with the same), else the first configured
+    protocol for readers that take any (the canary collector)."""
+    named = {c.status_protocol for c in collectors if getattr(c, "status_protocol", None)}
+    if len(named) > 1:
+        raise ValueError(f"collectors want model status over {' and '.join(sorted(named))}; "
+                         "a scrape fetches it once, over one protocol")
+    return named.pop() if named else min(clients, default=None)
 
 
 def _timeout_family(budget: float) -> Metric:

@@ -1,8 +1,15 @@
 """The exporter's configuration: typed, frozen, strict, and every problem reported at once.
 
-One table, ``SCHEMA``, lists every setting (dotted path, type, default, check, flag, doc).
-The loader, the flag table, ``Config.to_dict`` and the README's reference are all derived from
-it, so adding a setting is one row plus one dataclass field (a test keeps the two in step).
+Every setting is declared once, as a field of the frozen dataclasses below:
+
+    timeout: float = setting(DURATION, "10s", flag="--tfserving.timeout", doc=..., check=...)
+
+The field gives the YAML path (its attribute path from ``Config``), the Python type a reader
+and type checkers see, and, through ``setting()``, the value kind, default, check, flag and
+doc. Everything else is derived from these fields: ``SCHEMA`` (a walk of the dataclass tree,
+in declaration order), the loader, the command-line flags (exporter/cli.py), ``to_dict`` /
+``to_yaml`` (served on ``/config``), the README's reference table and the Helm chart's
+values.schema.json (scripts/sync_chart_files.py). Adding a setting is one field plus its use.
 
 Loading goes: defaults -> YAML file -> overrides (command-line flags win) -> per-setting type
 and value checks -> cross-setting checks. Problems name where the value came from:
@@ -14,128 +21,26 @@ and value checks -> cross-setting checks. Problems name where the value came fro
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import difflib
 import os
+import string
 import typing
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import yaml
 
 from exporter.addresses import parse_grpc_address, parse_listen_address, parse_rest_address
-from exporter.durations import format_duration, is_exact_duration, parse_duration
+from exporter.config_kinds import (BOOLEAN, DURATION, DURATION_MAP, INTEGER, NUMBER, STRING,
+                                   STRING_LIST, Choice, Kind, Problems, positive_duration,
+                                   type_name)
 from exporter.files import (CONFIG_FILE_MAX_BYTES, FileReadError, is_readable_regular_file,
                             read_regular_file)
 from exporter.logsetup import LOG_FORMATS, LOG_LEVELS
+from exporter.suggest import suggestion
 
 PROTOCOLS = ("grpc", "rest")
-REDACTED = "<secret>"
-
-
-# --------------------------------------------------------------------------------------------
-# The typed result. Field names mirror the YAML keys; durations are float seconds.
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class GrpcTLSConfig:
-    enabled: bool
-    ca_file: str  # absolute paths, or "" when unset
-    cert_file: str
-    key_file: str
-    server_name: str
-
-
-@dataclass(frozen=True)
-class TFServingConfig:
-    grpc_address: str  # "" when gRPC is disabled
-    rest_address: str  # normalised base URL, "" when REST is disabled
-    metrics_path: str
-    model_config_file: str  # absolute path, or "" when unset
-    timeout: float
-    timeout_offset: float
-    grpc_tls: GrpcTLSConfig
-
-
-@dataclass(frozen=True)
-class CollectorConfig:
-    enabled: bool
-    protocol: str  # one of PROTOCOLS
-
-
-@dataclass(frozen=True)
-class NativeCollectorConfig:
-    enabled: bool
-    passthrough: bool
-    max_passthrough_series: int
-    max_series: int
-
-
-@dataclass(frozen=True)
-class CollectorsConfig:
-    status: CollectorConfig
-    metadata: CollectorConfig
-    native: NativeCollectorConfig
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    max_models: int
-    max_versions_per_model: int
-    max_signatures_per_version: int
-    max_tensors_per_signature: int
-
-
-@dataclass(frozen=True)
-class CanaryConfig:
-    enabled: bool
-    golden_files: tuple[str, ...]  # absolute paths
-    golden_dir: str  # absolute path, or "" when unset
-    protocol: str
-    interval: float
-    intervals: Mapping[str, float]  # per-model overrides of interval
-    jitter: float
-    timeout: float
-    batch_size: int
-    max_concurrent: int
-    max_examples: int
-
-
-@dataclass(frozen=True)
-class WebConfig:
-    listen_address: str
-    telemetry_path: str
-    config_file: str  # absolute path of the TLS / basic auth file, or ""
-    enable_lifecycle: bool
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    level: str
-    format: str
-
-
-@dataclass(frozen=True)
-class Config:
-    tfserving: TFServingConfig
-    models: tuple[str, ...]
-    collectors: CollectorsConfig
-    limits: LimitsConfig
-    canary: CanaryConfig
-    web: WebConfig
-    log: LogConfig
-    # Not configuration but advice from the loader (e.g. "no models configured"); two configs
-    # with the same settings are equal whatever was said about them.
-    warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
-
-    def to_dict(self, redact_secrets: bool = False) -> dict[str, Any]:
-        """Plain YAML-ready mapping; ``load_config`` of it gives back an equal ``Config``."""
-        return _dump(self, redact_secrets)
-
-    def to_yaml(self, redact_secrets: bool = True) -> str:
-        """The effective configuration as YAML, secrets shown as ``<secret>`` by default."""
-        return yaml.safe_dump(self.to_dict(redact_secrets), sort_keys=False)
+PROTOCOL = Choice(PROTOCOLS)
 
 
 class ConfigError(Exception):
@@ -144,171 +49,6 @@ class ConfigError(Exception):
     def __init__(self, problems: Iterable[str]):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
-
-
-# --------------------------------------------------------------------------------------------
-# Value types. Each checks the YAML type, converts, parses flag text, and dumps back to YAML.
-# --------------------------------------------------------------------------------------------
-
-class _Problems(ValueError):
-    """Several problems inside one value, each at a sub-path such as ``[2]``."""
-
-    def __init__(self, items: list[tuple[str, str]]):
-        self.items = items
-        super().__init__("; ".join(message for _, message in items))
-
-
-class _Kind:
-    doc_name = ""  # shown in the reference's "type" column
-    expected = ""  # "expected <this>, got list"
-
-    def accepts(self, raw: object) -> bool:
-        raise NotImplementedError
-
-    def convert(self, raw: Any) -> Any:
-        return raw
-
-    def from_flag(self, text: str) -> object:
-        return text
-
-    def dump(self, value: Any) -> object:
-        return value
-
-    def coerce(self, raw: object) -> Any:
-        if not self.accepts(raw):
-            raise ValueError(f"expected {self.expected}, got {_type_name(raw)}")
-        return self.convert(raw)
-
-
-class _String(_Kind):
-    doc_name, expected = "string", "a string"
-
-    def accepts(self, raw: object) -> bool:
-        return isinstance(raw, str)
-
-
-class _Choice(_String):
-    def __init__(self, options: Iterable[str]):
-        self.options = tuple(options)
-        self.doc_name = " \\| ".join(f"`{option}`" for option in self.options)
-
-    def convert(self, raw: str) -> str:
-        if raw not in self.options:
-            raise ValueError(f'must be one of {", ".join(self.options)}, got "{raw}"')
-        return raw
-
-
-class _Boolean(_Kind):
-    doc_name, expected = "boolean", "a boolean"
-
-    def accepts(self, raw: object) -> bool:
-        return isinstance(raw, bool)
-
-    def from_flag(self, text: str) -> object:
-        if text not in ("true", "false"):
-            raise ValueError(f'expected true or false, got "{text}"')
-        return text == "true"
-
-
-class _Integer(_Kind):
-    doc_name, expected = "integer", "an integer"
-
-    def accepts(self, raw: object) -> bool:
-        return isinstance(raw, int) and not isinstance(raw, bool)
-
-    def from_flag(self, text: str) -> object:
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f'expected an integer, got "{text}"') from None
-
-
-class _Duration(_Kind):
-    doc_name, expected = "duration", 'a duration such as "30s"'
-
-    def accepts(self, raw: object) -> bool:
-        return isinstance(raw, (str, int, float)) and not isinstance(raw, bool)
-
-    def convert(self, raw: str | int | float) -> float:
-        return parse_duration(raw)
-
-    def dump(self, value: float) -> object:
-        # Sub-millisecond values have no duration string; a number of seconds still loads.
-        return format_duration(value) if is_exact_duration(value) else value
-
-
-class _StringList(_Kind):
-    doc_name, expected = "list of strings", "a list of strings"
-
-    def accepts(self, raw: object) -> bool:
-        return isinstance(raw, (list, tuple))
-
-    def convert(self, raw: list | tuple) -> tuple[str, ...]:
-        problems = [(f"[{index}]", f"expected a string, got {_type_name(item)}")
-                    for index, item in enumerate(raw) if not isinstance(item, str)]
-        if problems:
-            raise _Problems(problems)
-        return tuple(raw)
-
-    def from_flag(self, text: str) -> object:
-        return [text]
-
-    def dump(self, value: tuple[str, ...]) -> object:
-        return list(value)
-
-
-class _Number(_Kind):
-    doc_name, expected = "number", "a number"
-
-    def accepts(self, raw: object) -> bool:
-        return isinstance(raw, (int, float)) and not isinstance(raw, bool)
-
-    def convert(self, raw: int | float) -> float:
-        return float(raw)
-
-    def from_flag(self, text: str) -> object:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f'expected a number, got "{text}"') from None
-
-
-class _DurationMap(_Kind):
-    doc_name, expected = "mapping of name to duration", "a mapping of names to durations"
-
-    def accepts(self, raw: object) -> bool:
-        return isinstance(raw, dict)
-
-    def convert(self, raw: dict) -> Mapping[str, float]:
-        converted: dict[str, float] = {}
-        problems = []
-        for key, value in raw.items():
-            try:
-                if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                    raise ValueError(f'expected a duration such as "30s", got {_type_name(value)}')
-                converted[str(key)] = _positive_duration(parse_duration(value))
-            except ValueError as err:
-                problems.append((f".{key}", str(err)))
-        if problems:
-            raise _Problems(problems)
-        return MappingProxyType(converted)
-
-    def dump(self, value: Mapping[str, float]) -> object:
-        return {key: DURATION.dump(seconds) for key, seconds in value.items()}
-
-
-STRING, BOOLEAN, INTEGER, NUMBER = _String(), _Boolean(), _Integer(), _Number()
-DURATION, STRING_LIST, DURATION_MAP = _Duration(), _StringList(), _DurationMap()
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
-                       ((list, tuple), "list"), (dict, "mapping"), (datetime.date, "date")):
-        if isinstance(value, kind):
-            return name
-    return type(value).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,12 +83,6 @@ def _positive_int(value: int) -> int:
     return value
 
 
-def _positive_duration(value: float) -> float:
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
 def _model_names(names: tuple[str, ...]) -> tuple[str, ...]:
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -363,7 +97,7 @@ def _model_names(names: tuple[str, ...]) -> tuple[str, ...]:
             problems.append((at, f'duplicate model name "{name}"'))
         seen.add(name)
     if problems:
-        raise _Problems(problems)
+        raise Problems(problems)
     return names
 
 
@@ -381,7 +115,7 @@ def _readable_files(paths: tuple[str, ...]) -> tuple[str, ...]:
         except ValueError as err:
             problems.append((f"[{index}]", str(err)))
     if problems:
-        raise _Problems(problems)
+        raise Problems(problems)
     return paths
 
 
@@ -405,154 +139,327 @@ def _readable_file(path: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The schema.
+# The declarations: one dataclass field per setting.
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Setting:
     path: str  # dotted YAML path, also the dataclass attribute path
-    kind: _Kind
+    kind: Kind
     default: object  # as a user would write it in YAML; goes through the same checks
-    doc: str
+    doc: str  # markdown: the README table and the chart's schema; --help without backticks
     check: Callable[[Any], Any] | None = None
     flag: str | None = None
-    secret: bool = False  # shown as <secret> in to_yaml()
     # A relative path written in the file is taken from the file's directory (as Prometheus
     # does), not from wherever the exporter happens to be started.
     relative_to_config: bool = False
 
+    @property
+    def default_text(self) -> str:
+        """The default as the README and --help show it."""
+        if self.default == "":
+            return '""'
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        if isinstance(self.default, list):
+            return f"[{', '.join(self.default)}]"
+        if isinstance(self.default, dict):
+            return "{}"
+        return str(self.default)
 
-SCHEMA: tuple[Setting, ...] = (
-    Setting("tfserving.grpc_address", STRING, "localhost:8500",
-            doc="TF Serving gRPC target: `host:port`, `[::1]:8500`, `dns:///host:port` or "
-                '`unix:/path`; "" disables gRPC.',
-            check=_optional(parse_grpc_address), flag="--tfserving.grpc-address"),
-    Setting("tfserving.rest_address", STRING, "http://localhost:8501",
-            doc="TF Serving REST base URL, `http(s)://host[:port]` or `host:port` (http); "
-                'no path. "" disables REST.',
-            check=_optional(parse_rest_address), flag="--tfserving.rest-address"),
-    Setting("tfserving.metrics_path", STRING, "/monitoring/prometheus/metrics",
-            doc="Path of TF Serving's own Prometheus page on the REST port.",
-            check=_absolute_url_path, flag="--tfserving.metrics-path"),
-    Setting("tfserving.model_config_file", STRING, "",
-            doc="TF Serving's models.config to read model names from; a relative path is "
-                "taken from the config file's directory.",
-            check=_readable_file, flag="--tfserving.model-config-file", relative_to_config=True),
-    Setting("tfserving.timeout", DURATION, "10s",
-            doc="Upper bound for one scrape's calls to TF Serving.",
-            check=_positive_duration, flag="--tfserving.timeout"),
-    Setting("tfserving.timeout_offset", DURATION, "500ms",
-            doc="Subtracted from Prometheus' X-Prometheus-Scrape-Timeout-Seconds to leave time "
-                "to answer; the calls keep at least half of the scrape timeout (README: "
-                "Deadlines).",
-            flag="--tfserving.timeout-offset"),
-    Setting("tfserving.grpc_tls.enabled", BOOLEAN, False,
-            doc="Talk TLS to TF Serving's gRPC port (TF Serving's `--ssl_config_file`).",
-            flag="--tfserving.grpc-tls"),
-    Setting("tfserving.grpc_tls.ca_file", STRING, "",
-            doc="CA certificate (PEM) to verify TF Serving with; \"\" uses the system's CAs.",
-            check=_readable_file, flag="--tfserving.grpc-tls.ca-file", relative_to_config=True),
-    Setting("tfserving.grpc_tls.cert_file", STRING, "",
-            doc="Client certificate (PEM) for mutual TLS (`client_verify: true` in TF Serving).",
-            check=_readable_file, flag="--tfserving.grpc-tls.cert-file", relative_to_config=True),
-    Setting("tfserving.grpc_tls.key_file", STRING, "",
-            doc="Key (PEM) of the client certificate.",
-            check=_readable_file, flag="--tfserving.grpc-tls.key-file", relative_to_config=True),
-    Setting("tfserving.grpc_tls.server_name", STRING, "",
-            doc="Name to verify TF Serving's certificate against, when it differs from the "
-                "address' host.", flag="--tfserving.grpc-tls.server-name"),
-    Setting("models", STRING_LIST, [],
-            doc="Model names to watch, in addition to those in `tfserving.model_config_file`.",
-            check=_model_names, flag="--model"),
-    # Boolean flags come in pairs: --collector.status / --no-collector.status.
-    Setting("collectors.status.enabled", BOOLEAN, True,
-            doc="Export model version states (GetModelStatus).", flag="--collector.status"),
-    Setting("collectors.status.protocol", _Choice(PROTOCOLS), "grpc",
-            doc="Protocol the status collector uses.", flag="--collector.status.protocol"),
-    Setting("collectors.metadata.enabled", BOOLEAN, True,
-            doc="Export signatures and tensors (GetModelMetadata).", flag="--collector.metadata"),
-    Setting("collectors.metadata.protocol", _Choice(PROTOCOLS), "grpc",
-            doc="Protocol the metadata collector uses.", flag="--collector.metadata.protocol"),
-    Setting("collectors.native.enabled", BOOLEAN, True,
-            doc="Bridge TF Serving's own Prometheus page (request counts and latency, model "
-                "loads, batching) into `tfserving_*` metrics. Needs the REST address and TF "
-                "Serving's monitoring config.", flag="--collector.native"),
-    Setting("collectors.native.passthrough", BOOLEAN, False,
-            doc="Also export every other metric of TF Serving's page as `tensorflow_*` "
-                "(units as TF reports them).", flag="--collector.native.passthrough"),
-    Setting("collectors.native.max_passthrough_series", INTEGER, 1000,
-            doc="Series exported by the pass-through at most; the rest are counted in "
-                '`tfserving_exporter_dropped_total{kind="native_series"}`.',
-            check=_positive_int),
-    Setting("collectors.native.max_series", INTEGER, 50000,
-            doc="Sample lines of the bridged families (requests, latencies, loads) exported "
-                "at most, whole series at a time; the rest are counted in "
-                '`tfserving_exporter_dropped_total{kind="native_series"}`.',
-            check=_positive_int),
-    Setting("limits.max_models", INTEGER, 100,
-            doc="Models exported at most, by every collector (configured models first on "
-                "TF Serving's page); the rest are counted as dropped.", check=_positive_int),
-    Setting("limits.max_versions_per_model", INTEGER, 20,
-            doc="Versions exported per model at most.", check=_positive_int),
-    Setting("limits.max_signatures_per_version", INTEGER, 50,
-            doc="Signatures exported per version at most.", check=_positive_int),
-    Setting("limits.max_tensors_per_signature", INTEGER, 100,
-            doc="Input and output tensors exported per signature at most.", check=_positive_int),
-    Setting("canary.enabled", BOOLEAN, True,
-            doc="Run golden-set canaries for the models that have a golden file."),
-    Setting("canary.golden_files", STRING_LIST, [],
-            doc="Golden files (JSON, see README); each names its model. A relative path is "
-                "taken from the config file's directory.",
-            check=_readable_files, flag="--canary.golden-file", relative_to_config=True),
-    Setting("canary.golden_dir", STRING, "",
-            doc="Directory whose `*.json` files are all golden files (e.g. a mounted "
-                "ConfigMap).",
-            check=_readable_dir, flag="--canary.golden-dir", relative_to_config=True),
-    Setting("canary.protocol", _Choice(PROTOCOLS), "grpc",
-            doc="Protocol canary requests use. gRPC also checks the version that answered.",
-            flag="--canary.protocol"),
-    Setting("canary.interval", DURATION, "60s",
-            doc="Time between two canary runs of a model.",
-            check=_positive_duration, flag="--canary.interval"),
-    Setting("canary.intervals", DURATION_MAP, {},
-            doc="Per-model intervals overriding `canary.interval`, e.g. `{half_plus_two: 15s}`."),
-    Setting("canary.jitter", NUMBER, 0.1,
-            doc="Each interval is stretched or shrunk by up to this fraction at random, so "
-                "canaries of many sidecars do not arrive together.",
-            check=_ratio_below_one),
-    Setting("canary.timeout", DURATION, "10s",
-            doc="Deadline of one canary run of one model version; past it the run counts as "
-                "`timeout`.",
-            check=_positive_duration, flag="--canary.timeout"),
-    Setting("canary.batch_size", INTEGER, 64,
-            doc="Golden examples sent per request.", check=_positive_int,
-            flag="--canary.batch-size"),
-    Setting("canary.max_concurrent", INTEGER, 2,
-            doc="Models whose canaries may run at the same time (one run per model at most).",
-            check=_positive_int),
-    Setting("canary.max_examples", INTEGER, 100000,
-            doc="Golden files with more examples are rejected (bounds the memory they hold).",
-            check=_positive_int),
-    Setting("web.listen_address", STRING, ":9850",
-            doc="Address to serve on, `[host]:port`; `:9850` is all interfaces.",
-            check=parse_listen_address, flag="--web.listen-address"),
-    Setting("web.telemetry_path", STRING, "/metrics",
-            doc='Path of the metrics page; not "/" and not under "/-/".',
-            check=_telemetry_path, flag="--web.telemetry-path"),
-    Setting("web.config_file", STRING, "",
-            doc="TLS and basic auth for the exporter's endpoint, in the format of "
-                "Prometheus' `--web.config.file` (README: Security). Read at start.",
-            check=_readable_file, flag="--web.config.file", relative_to_config=True),
-    Setting("web.enable_lifecycle", BOOLEAN, True,
-            doc="Serve `POST /-/reload`. It needs no credentials unless basic auth is on "
-                "(`web.config_file`); set false to allow reloads by SIGHUP only.",
-            flag="--web.enable-lifecycle"),
-    Setting("log.level", _Choice(LOG_LEVELS), "info",
-            doc="Lowest level logged.", flag="--log.level"),
-    Setting("log.format", _Choice(LOG_FORMATS), "logfmt",
-            doc="Log line format.", flag="--log.format"),
-)
 
+_DECLARATION, _SECTION = "tfserving_exporter.setting", "tfserving_exporter.section"
+
+
+def setting(kind: Kind, default: object, *, doc: str, check: Callable[[Any], Any] | None = None,
+            flag: str | None = None, relative_to_config: bool = False) -> Any:
+    """Declare the dataclass field it is assigned to as a setting.
+
+    No dataclass default: configs are only built by ``load_config``, which starts from
+    ``default`` written as YAML would write it. In a dataclass used by several sections,
+    ``doc`` and ``flag`` may say ``$name`` (the section's field name) and any word its
+    ``section()`` gives.
+    """
+    declared = Setting("", kind, default, doc, check, flag, relative_to_config)
+    return dataclasses.field(metadata={_DECLARATION: declared})
+
+
+def section(*, doc: str, **words: str) -> Any:
+    """Declare the dataclass field it is assigned to as a section of settings; ``doc`` heads
+    it in examples/config.yaml. When the section's dataclass is shared by several sections,
+    ``words`` fill the ``$word`` of its settings' docs and flags."""
+    return dataclasses.field(metadata={_SECTION: Section(doc, MappingProxyType(words))})
+
+
+@dataclass(frozen=True)
+class Section:
+    doc: str
+    words: Mapping[str, str]
+
+
+# Durations are float seconds; paths are absolute once loaded ("" when unset).
+
+@dataclass(frozen=True)
+class GrpcTLSConfig:
+    enabled: bool = setting(
+        BOOLEAN, False, flag="--tfserving.grpc-tls",
+        doc="Talk TLS to TF Serving's gRPC port (TF Serving's `--ssl_config_file`).")
+    ca_file: str = setting(
+        STRING, "", flag="--tfserving.grpc-tls.ca-file", check=_readable_file,
+        relative_to_config=True,
+        doc="CA certificate (PEM) to verify TF Serving with; \"\" uses the system's CAs.")
+    cert_file: str = setting(
+        STRING, "", flag="--tfserving.grpc-tls.cert-file", check=_readable_file,
+        relative_to_config=True,
+        doc="Client certificate (PEM) for mutual TLS (`client_verify: true` in TF Serving).")
+    key_file: str = setting(
+        STRING, "", flag="--tfserving.grpc-tls.key-file", check=_readable_file,
+        relative_to_config=True, doc="Key (PEM) of the client certificate.")
+    server_name: str = setting(
+        STRING, "", flag="--tfserving.grpc-tls.server-name",
+        doc="Name to verify TF Serving's certificate against, when it differs from the "
+            "address' host.")
+
+
+@dataclass(frozen=True)
+class TFServingConfig:
+    grpc_address: str = setting(  # "" when gRPC is disabled
+        STRING, "localhost:8500", flag="--tfserving.grpc-address",
+        check=_optional(parse_grpc_address),
+        doc="TF Serving gRPC target: `host:port`, `[::1]:8500`, `dns:///host:port` or "
+            '`unix:/path`; "" disables gRPC.')
+    rest_address: str = setting(  # normalised base URL, "" when REST is disabled
+        STRING, "http://localhost:8501", flag="--tfserving.rest-address",
+        check=_optional(parse_rest_address),
+        doc="TF Serving REST base URL, `http(s)://host[:port]` or `host:port` (http); "
+            'no path. "" disables REST.')
+    metrics_path: str = setting(
+        STRING, "/monitoring/prometheus/metrics", flag="--tfserving.metrics-path",
+        check=_absolute_url_path,
+        doc="Path of TF Serving's own Prometheus page on the REST port.")
+    model_config_file: str = setting(
+        STRING, "", flag="--tfserving.model-config-file", check=_readable_file,
+        relative_to_config=True,
+        doc="TF Serving's models.config to read model names from, re-read when it changes. "
+            "A relative path in the config file is taken from that file's directory.")
+    timeout: float = setting(
+        DURATION, "10s", flag="--tfserving.timeout", check=positive_duration,
+        doc="Upper bound for one scrape's calls to TF Serving.")
+    timeout_offset: float = setting(
+        DURATION, "500ms", flag="--tfserving.timeout-offset",
+        doc="Subtracted from Prometheus' X-Prometheus-Scrape-Timeout-Seconds to leave time "
+            "to answer; the calls keep at least half of the scrape timeout (README: "
+            "Deadlines).")
+    grpc_tls: GrpcTLSConfig = section(doc="TLS to TF Serving's gRPC port (TF Serving's --ssl_config_file).")
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """A collector of TF Serving's model API; its ``section()`` says what it ``$exports``."""
+
+    enabled: bool = setting(BOOLEAN, True, flag="--collector.$name", doc="Export $exports.")
+    protocol: str = setting(PROTOCOL, "grpc", flag="--collector.$name.protocol",
+                            doc="Protocol the $name collector uses.")
+
+
+@dataclass(frozen=True)
+class NativeCollectorConfig:
+    enabled: bool = setting(
+        BOOLEAN, True, flag="--collector.native",
+        doc="Bridge TF Serving's own Prometheus page (request counts and latency, model "
+            "loads, batching) into `tfserving_*` metrics. Needs the REST address and TF "
+            "Serving's monitoring config.")
+    passthrough: bool = setting(
+        BOOLEAN, False, flag="--collector.native.passthrough",
+        doc="Also export every other metric of TF Serving's page as `tensorflow_*` "
+            "(units as TF reports them).")
+    max_passthrough_series: int = setting(
+        INTEGER, 1000, check=_positive_int,
+        doc="Series exported by the pass-through at most; the rest are counted in "
+            '`tfserving_exporter_dropped_total{kind="native_series"}`.')
+    max_series: int = setting(
+        INTEGER, 50000, check=_positive_int,
+        doc="Sample lines of the bridged families (requests, latencies, loads) exported "
+            "at most, whole series at a time; the rest are counted in "
+            '`tfserving_exporter_dropped_total{kind="native_series"}`.')
+
+
+@dataclass(frozen=True)
+class CollectorsConfig:
+    status: CollectorConfig = section(
+        doc="Model version states (START, LOADING, AVAILABLE, UNLOADING, END) from "
+            "GetModelStatus.",
+        exports="model version states (GetModelStatus)")
+    metadata: CollectorConfig = section(
+        doc="Signatures and their tensors from GetModelMetadata.",
+        exports="signatures and tensors (GetModelMetadata)")
+    native: NativeCollectorConfig = section(
+        doc="TF Serving's own Prometheus page (always over REST), bridged into tfserving_* "
+            "metrics in seconds. TF Serving needs --monitoring_config_file for the page to "
+            "exist (README).")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_models: int = setting(
+        INTEGER, 100, check=_positive_int,
+        doc="Models exported at most, by every collector (configured models first on "
+            "TF Serving's page); the rest are counted as dropped.")
+    max_versions_per_model: int = setting(
+        INTEGER, 20, check=_positive_int, doc="Versions exported per model at most.")
+    max_signatures_per_version: int = setting(
+        INTEGER, 50, check=_positive_int, doc="Signatures exported per version at most.")
+    max_tensors_per_signature: int = setting(
+        INTEGER, 100, check=_positive_int,
+        doc="Input and output tensors exported per signature at most.")
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    enabled: bool = setting(
+        BOOLEAN, True, doc="Run golden-set canaries for the models that have a golden file.")
+    golden_files: tuple[str, ...] = setting(
+        STRING_LIST, [], flag="--canary.golden-file", check=_readable_files,
+        relative_to_config=True,
+        doc="Golden files (JSON, see README); each names its model. A relative path in the "
+            "config file is taken from that file's directory.")
+    golden_dir: str = setting(
+        STRING, "", flag="--canary.golden-dir", check=_readable_dir, relative_to_config=True,
+        doc="Directory whose `*.json` files are all golden files (e.g. a mounted ConfigMap).")
+    protocol: str = setting(
+        PROTOCOL, "grpc", flag="--canary.protocol",
+        doc="Protocol canary requests use. gRPC also checks the version that answered.")
+    interval: float = setting(
+        DURATION, "60s", flag="--canary.interval", check=positive_duration,
+        doc="Time between two canary runs of a model.")
+    intervals: Mapping[str, float] = setting(
+        DURATION_MAP, {},
+        doc="Per-model intervals overriding `canary.interval`, e.g. `{half_plus_two: 15s}`.")
+    jitter: float = setting(
+        NUMBER, 0.1, check=_ratio_below_one,
+        doc="Each interval is stretched or shrunk by up to this fraction at random, so "
+            "canaries of many sidecars do not arrive together.")
+    timeout: float = setting(
+        DURATION, "10s", flag="--canary.timeout", check=positive_duration,
+        doc="Deadline of one canary run of one model version; past it the run counts as "
+            "`timeout`.")
+    batch_size: int = setting(
+        INTEGER, 64, flag="--canary.batch-size", check=_positive_int,
+        doc="Golden examples sent per request.")
+    max_concurrent: int = setting(
+        INTEGER, 2, check=_positive_int,
+        doc="Models whose canaries may run at the same time (one run per model at most).")
+    max_examples: int = setting(
+        INTEGER, 100000, check=_positive_int,
+        doc="Golden files with more examples are rejected (bounds the memory they hold).")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    listen_address: str = setting(
+        STRING, ":9850", flag="--web.listen-address", check=parse_listen_address,
+        doc="Address to serve on, `[host]:port`; `:9850` is all interfaces.")
+    telemetry_path: str = setting(
+        STRING, "/metrics", flag="--web.telemetry-path", check=_telemetry_path,
+        doc='Path of the metrics page; not "/" and not under "/-/".')
+    config_file: str = setting(
+        STRING, "", flag="--web.config.file", check=_readable_file, relative_to_config=True,
+        doc="TLS and basic auth for the exporter's endpoint, in the format of "
+            "Prometheus' `--web.config.file` (README: Security). Read at start.")
+    enable_lifecycle: bool = setting(
+        BOOLEAN, True, flag="--web.enable-lifecycle",
+        doc="Serve `POST /-/reload`. It needs no credentials unless basic auth is on "
+            "(`web.config_file`); set false to allow reloads by SIGHUP only.")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = setting(Choice(LOG_LEVELS), "info", flag="--log.level",
+                         doc="Lowest level logged.")
+    format: str = setting(Choice(LOG_FORMATS), "logfmt", flag="--log.format",
+                          doc="Log line format.")
+
+
+@dataclass(frozen=True)
+class Config:
+    tfserving: TFServingConfig = section(doc="Where TF Serving is and how long to wait for it.")
+    models: tuple[str, ...] = setting(
+        STRING_LIST, [], flag="--model", check=_model_names,
+        doc="Model names to watch, in addition to those in `tfserving.model_config_file`.")
+    collectors: CollectorsConfig = section(doc="What is read from TF Serving on each scrape.")
+    limits: LimitsConfig = section(
+        doc="Caps on what TF Serving reports, to bound the number of series; what is cut is "
+            "counted.")
+    canary: CanaryConfig = section(
+        doc="Golden-set canaries: every interval, each model that has a golden file gets its "
+            "golden requests sent to the version serving unpinned requests and to every other "
+            "AVAILABLE version, and the answers are compared with the recorded ones (README: "
+            "\"Golden-set canaries\").")
+    web: WebConfig = section(doc="The exporter's own HTTP server.")
+    log: LogConfig = section(doc="The exporter's log output (stderr).")
+    # Not configuration but advice from the loader (e.g. "no models configured"); two configs
+    # with the same settings are equal whatever was said about them.
+    warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-ready mapping; ``load_config`` of it gives back an equal ``Config``."""
+        return _dump(self)
+
+    def to_yaml(self) -> str:
+        """The effective configuration as YAML (served on ``/config``)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _declared(cls: type, prefix: str = "", words: Mapping[str, str] | None = None,
+              ) -> Iterator[tuple[str, tuple[type, str] | Setting]]:
+    """``(path, (section class, its doc))`` and ``(path, Setting)`` for the tree under
+    ``cls``, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        path, hint = prefix + field.name, hints[field.name]
+        declared = field.metadata.get(_DECLARATION)
+        where = f"{cls.__name__}.{field.name}"
+        if declared is not None:
+            if hint != declared.kind.python_type:
+                raise TypeError(f"{where}: annotated {hint!r}, but a {declared.kind.doc_name} "
+                                f"setting holds {declared.kind.python_type!r}")
+            texts = {"doc": declared.doc, "flag": declared.flag}
+            if words is not None:
+                texts = {key: text and string.Template(text).substitute(words)
+                         for key, text in texts.items()}
+            yield path, dataclasses.replace(declared, path=path, **texts)
+        elif dataclasses.is_dataclass(hint):
+            own = field.metadata.get(_SECTION)
+            if own is None:
+                raise TypeError(f"{where}: a section is declared with section(doc=...)")
+            yield path, (hint, own.doc)
+            yield from _declared(hint, path + ".",
+                                 {"name": field.name, **own.words} if own.words else None)
+        elif field.default is dataclasses.MISSING:
+            raise TypeError(f"{where} is neither a setting() nor a section: configs are built "
+                            "by the loader, which would not know what to put there")
+
+
+def _derive_schema() -> tuple[tuple[Setting, ...], dict[str, type], dict[str, str]]:
+    settings: list[Setting] = []
+    sections: dict[str, type] = {"": Config}
+    docs: dict[str, str] = {}
+    for path, item in _declared(Config):
+        if isinstance(item, Setting):
+            settings.append(item)
+        else:
+            sections[path], docs[path] = item
+    # One flag, one setting (FIELD_FOR_FLAG, --no- forms of booleans included): a clash would
+    # otherwise surface only when cli.py builds its parsers.
+    flags = [flag for s in settings if s.flag
+             for flag in (s.flag, s.flag.replace("--", "--no-", 1))]
+    twice = sorted({flag for flag in flags if flags.count(flag) > 1})
+    if twice:
+        raise TypeError(f"flags declared twice: {', '.join(twice)}")
+    return tuple(settings), sections, docs
+
+
+SCHEMA, _SECTIONS, SECTION_DOCS = _derive_schema()
 _SETTINGS = {setting.path: setting for setting in SCHEMA}
 
 FLAG_FOR_FIELD: Mapping[str, str] = MappingProxyType({s.path: s.flag for s in SCHEMA if s.flag})
@@ -641,7 +548,7 @@ def load_config(path: str | None, overrides: Mapping[str, object] | None = None,
         raise ConfigError(problems)
 
     warnings = tuple(warning for advise in _ADVICE for warning in advise(values))
-    return _build(Config, "", values, warnings)
+    return _build(Config, "", values, warnings=warnings)
 
 
 def _check_setting(setting: Setting, raw: object, origin: _Origin, values: dict[str, Any],
@@ -653,7 +560,7 @@ def _check_setting(setting: Setting, raw: object, origin: _Origin, values: dict[
                      if isinstance(value, tuple) else _resolve_path(value, origin))
         if setting.check is not None:
             value = setting.check(value)
-    except _Problems as err:
+    except Problems as err:
         problems.extend(f"{origin.where(setting.path, at)}: {message}" for at, message in err.items)
     except ValueError as err:
         problems.append(f"{origin.where(setting.path)}: {err}")
@@ -724,7 +631,7 @@ def _settings_in_document(document: object, path: str, problems: list[str]) -> d
         return {}
     if not isinstance(document, dict):
         problems.append(
-            f"{path}: top level must be a mapping of sections, got {_type_name(document)}")
+            f"{path}: top level must be a mapping of sections, got {type_name(document)}")
         return {}
 
     found: dict[str, object] = {}
@@ -741,20 +648,13 @@ def _settings_in_document(document: object, path: str, problems: list[str]) -> d
                     walk(value, key_path)
                 else:
                     problems.append(
-                        f"{path}: {key_path}: expected a mapping, got {_type_name(value)}")
+                        f"{path}: {key_path}: expected a mapping, got {type_name(value)}")
             else:
-                hint = _suggestion(str(key), _CHILDREN[section])
+                hint = suggestion(str(key), _CHILDREN[section])
                 problems.append(f"{path}: {key_path}: unknown key{hint}")
 
     walk(document, "")
     return found
-
-
-def _suggestion(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    if close:
-        return f' (did you mean "{close[0]}"?)'
-    return f" (valid keys: {', '.join(valid)})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -845,22 +745,18 @@ _ADVICE: tuple[Callable[[Mapping[str, Any]], list[str]], ...] = (
 # Between the flat {path: value} form and the dataclass tree.
 # --------------------------------------------------------------------------------------------
 
-def _build(cls: type, prefix: str, values: Mapping[str, Any],
-           warnings: tuple[str, ...] = ()) -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
+def _build(cls: type, prefix: str, values: Mapping[str, Any], **extra: Any) -> Any:
+    kwargs = dict(extra)
     for field in dataclasses.fields(cls):
-        if field.name == "warnings":
-            kwargs["warnings"] = warnings
-            continue
         path = prefix + field.name
-        nested = hints[field.name]
-        kwargs[field.name] = (_build(nested, path + ".", values) if dataclasses.is_dataclass(nested)
-                              else values[path])
+        if path in _SETTINGS:
+            kwargs[field.name] = values[path]
+        elif path in _SECTIONS:
+            kwargs[field.name] = _build(_SECTIONS[path], path + ".", values)
     return cls(**kwargs)
 
 
-def _dump(config: Config, redact_secrets: bool) -> dict[str, Any]:
+def _dump(config: Config) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for setting in SCHEMA:
         *sections, leaf = setting.path.split(".")
@@ -870,32 +766,5 @@ def _dump(config: Config, redact_secrets: bool) -> dict[str, Any]:
         node = result
         for name in sections:
             node = node.setdefault(name, {})
-        hidden = redact_secrets and setting.secret and value
-        node[leaf] = REDACTED if hidden else setting.kind.dump(value)
+        node[leaf] = setting.kind.dump(value)
     return result
-
-
-# --------------------------------------------------------------------------------------------
-# Documentation.
-# --------------------------------------------------------------------------------------------
-
-def config_reference_markdown() -> str:
-    """The README's configuration reference: one table row per setting."""
-    lines = ["| key | type | default | flag | description |", "|---|---|---|---|---|"]
-    for s in SCHEMA:
-        flag = f"`{s.flag}`" if s.flag else ""
-        lines.append(f"| `{s.path}` | {s.kind.doc_name} | {_default_text(s.default)} | {flag} | "
-                     f"{s.doc.replace('|', chr(92) + '|')} |")
-    return "\n".join(lines) + "\n"
-
-
-def _default_text(default: object) -> str:
-    if default == "":
-        return '`""`'
-    if isinstance(default, bool):
-        return f"`{str(default).lower()}`"
-    if isinstance(default, list):
-        return f"`[{', '.join(default)}]`"
-    if isinstance(default, dict):
-        return "`{}`"
-    return f"`{default}`"

@@ -6,56 +6,14 @@ when free, otherwise the simulator takes free ones.
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from exporter.signals import install_stop_handlers, wait_for
 
-# Golden sets recorded from the demo models (half_plus_two 123, image_classifier 1) with
-# `tfserving-exporter golden record`; shipped so canaries run from the first minute.
-DEMO_GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data", "golden")
+
 DEMO_CANARY_INTERVAL = "15s"
-
-MONITORING_CONFIG = 'prometheus_config {\n  enable: true,\n  path: "/monitoring/prometheus/metrics"\n}\n'
-
-
-@dataclass(frozen=True)
-class DemoFiles:
-    root: str
-    model_config_file: str
-    monitoring_config_file: str
-    model_names: tuple[str, ...]
-
-
-def models_config_text(models) -> str:
-    """Text-format ModelServerConfig for (name, base_path) pairs, as TF Serving reads it."""
-    entries = "".join(
-        "  config {\n"
-        f"    name: {json.dumps(name)}\n"
-        f"    base_path: {json.dumps(base_path)}\n"
-        '    model_platform: "tensorflow"\n'
-        "  }\n" for name, base_path in models)
-    return "model_config_list {\n" + entries + "}\n"
-
-
-def write_demo_files(root: str) -> DemoFiles:
-    """Demo model version directories plus models.config and monitoring.config under root."""
-    from exporter.simulator.demo_models import write_demo_models
-
-    configs = write_demo_models(os.path.join(root, "models"))
-    model_config_file = os.path.join(root, "models.config")
-    with open(model_config_file, "w", encoding="utf-8") as handle:
-        handle.write(models_config_text((c.name, c.base_path) for c in configs))
-    monitoring_config_file = os.path.join(root, "monitoring.config")
-    with open(monitoring_config_file, "w", encoding="utf-8") as handle:
-        handle.write(MONITORING_CONFIG)
-    return DemoFiles(root, model_config_file, monitoring_config_file,
-                     tuple(c.name for c in configs))
 
 
 def port_is_free(port: int) -> bool:
@@ -68,11 +26,13 @@ def port_is_free(port: int) -> bool:
 
 
 def run_demo(listen_address: str, log_level: str = "info") -> int:
-    from exporter.cli import install_stop_handlers, wait_for
+    # The simulator only here: the exporter's own commands never import it, and the container
+    # image does not have it (cli.py checks that before calling this).
     from exporter.config import ConfigError, load_config
     from exporter.logsetup import configure_logging
     from exporter.runtime import start_exporter
-    from exporter.simulator.app import Simulator, SimulatorOptions
+    from tfserving_simulator.app import Simulator, SimulatorOptions
+    from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR, write_demo_files
 
     configure_logging(log_level, "logfmt")
     stop = install_stop_handlers()

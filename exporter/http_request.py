@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -24,22 +25,18 @@ class _BadRequest(Exception):
         self.message = message
 
 
+@dataclass(slots=True)
 class _Request:
-    __slots__ = ("method", "target", "version", "headers", "content_length", "expect_continue",
-                 "keep_alive", "head_end", "body", "body_unread")
-
-    def __init__(self, method: str, target: str, version: str, headers: list,
-                 content_length: int | None, expect_continue: bool, keep_alive: bool) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.content_length = content_length
-        self.expect_continue = expect_continue
-        self.keep_alive = keep_alive
-        self.head_end = 0
-        self.body = b""
-        self.body_unread = False
+    method: str
+    target: str
+    version: str
+    headers: list
+    content_length: int | None
+    expect_continue: bool
+    keep_alive: bool
+    head_end: int = 0  # where the head ends in the connection's buffer
+    body: bytes = b""
+    body_unread: bool = False
 
 
 def parse_head(head: bytes) -> _Request:

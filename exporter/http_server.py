@@ -25,13 +25,16 @@ import ssl
 import threading
 import time
 from collections import deque
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from exporter.http_request import _BadRequest, _Request, parse_head, wsgi_environ
 from exporter.http_response import (_CLIENT_ERRORS, _ClientGone, _Response, _send_all,
                                     _simple_response)
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # --- Every limit of the HTTP side, and why it has its value --------------------------------
 
@@ -144,6 +147,18 @@ class _Conn:
             return str(self.addr)
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How long and how big one connection's steps may be (values and reasons above)."""
+
+    head_timeout: float = HEAD_TIMEOUT_SECONDS
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS
+    handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT_SECONDS
+    send_timeout: float = SEND_TIMEOUT_SECONDS
+    max_head_bytes: int = MAX_HEAD_BYTES
+    linger_seconds: float = LINGER_SECONDS
+
+
 class HTTPServer:
     """Bind at construction (OSError surfaces at startup); serve with serve_forever()."""
 
@@ -151,12 +166,7 @@ class HTTPServer:
                  tls_context: ssl.SSLContext | None = None, *,
                  handler_threads: int = HANDLER_THREADS,
                  max_connections: int = MAX_CONNECTIONS,
-                 head_timeout: float = HEAD_TIMEOUT_SECONDS,
-                 idle_timeout: float = IDLE_TIMEOUT_SECONDS,
-                 handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT_SECONDS,
-                 send_timeout: float = SEND_TIMEOUT_SECONDS,
-                 max_head_bytes: int = MAX_HEAD_BYTES,
-                 linger_seconds: float = LINGER_SECONDS,
+                 limits: ConnectionLimits = ConnectionLimits(),
                  quick_answers: Callable[[str], tuple[str, bytes] | None] | None = None) -> None:
         self.app = app
         # path -> (status, body) answered by the loop itself, for GET and HEAD: requests that
@@ -165,12 +175,7 @@ class HTTPServer:
         self.tls_context = tls_context
         self.handler_threads = handler_threads
         self.max_connections = min(max_connections, _connections_the_fd_limit_allows())
-        self.head_timeout = head_timeout
-        self.idle_timeout = idle_timeout
-        self.handshake_timeout = handshake_timeout
-        self.send_timeout = send_timeout
-        self.max_head_bytes = max_head_bytes
-        self.linger_seconds = linger_seconds
+        self.limits = limits
         # What happened, for tests and diagnostics; written by the loop thread only.
         self.stats = {"accepted": 0, "evicted": 0, "refused_at_cap": 0, "timed_out": 0,
                       "fd_exhausted": 0, "bad_requests": 0}
@@ -385,7 +390,7 @@ class HTTPServer:
         self._conns[conn] = None
         if conn.tls:
             conn.state = _HANDSHAKE
-            conn.deadline = now + self.handshake_timeout
+            conn.deadline = now + self.limits.handshake_timeout
             self._handshake(conn, now)
         else:
             self._start_head(conn, now, idle=False)
@@ -399,15 +404,20 @@ class HTTPServer:
             self._linger_read(conn)
 
     def _handshake(self, conn: _Conn, now: float) -> None:
+        done, _ = self._attempt(conn, conn.sock.do_handshake, "TLS handshake failed")
+        if done:
+            self._start_head(conn, now, idle=False)
+
+    def _attempt(self, conn: _Conn, step: Callable[[], T], failure: str) -> tuple[bool, T | None]:
+        """One non-blocking socket step: (True, its result), or (False, None) after waiting for
+        the socket when it would block, or after closing the connection when it failed."""
         try:
-            conn.sock.do_handshake()
+            return True, step()
         except _WOULD_BLOCK as err:
             self._wait_for(conn, err)
-            return
         except _CLIENT_ERRORS as err:
-            self._close(conn, f"TLS handshake failed: {err!r}")
-            return
-        self._start_head(conn, now, idle=False)
+            self._close(conn, f"{failure}: {err!r}")
+        return False, None
 
     def _wait_for(self, conn: _Conn, blocked: Exception) -> None:
         """A non-blocking step could not go on: select the connection for what it needs (TLS
@@ -419,7 +429,8 @@ class HTTPServer:
         conn.state = _HEAD
         conn.request = None
         conn.idle = idle and not conn.buf
-        conn.deadline = now + (self.idle_timeout if conn.idle else self.head_timeout)
+        limits = self.limits
+        conn.deadline = now + (limits.idle_timeout if conn.idle else limits.head_timeout)
         conn.scan = 0
         # Read at once rather than wait for the selector: bytes may be buffered already
         # (pipelined after the previous request, or decrypted and pending in the TLS layer).
@@ -429,20 +440,15 @@ class HTTPServer:
         while True:
             if self._parse(conn, now):
                 return
-            try:
-                data = conn.sock.recv(RECV_BYTES)
-            except _WOULD_BLOCK as err:
-                self._wait_for(conn, err)
-                return
-            except _CLIENT_ERRORS as err:
-                self._close(conn, f"read failed: {err!r}")
+            received, data = self._attempt(conn, lambda: conn.sock.recv(RECV_BYTES), "read failed")
+            if not received:
                 return
             if not data:
                 self._close(conn, "closed by the client")
                 return
             if conn.idle:
                 conn.idle = False
-                conn.deadline = min(conn.deadline, now + self.head_timeout)
+                conn.deadline = min(conn.deadline, now + self.limits.head_timeout)
             conn.buf += data
 
     def _parse(self, conn: _Conn, now: float) -> bool:
@@ -459,13 +465,13 @@ class HTTPServer:
                     del buf[:start]
             match = _HEAD_END.search(buf, max(0, conn.scan - 3))
             if match is None:
-                if len(buf) > self.max_head_bytes:
+                if len(buf) > self.limits.max_head_bytes:
                     self._refuse(conn, now, "431 Request Header Fields Too Large",
                                  "request head too large")
                     return True
                 conn.scan = len(buf)
                 return False
-            if match.end() > self.max_head_bytes:
+            if match.end() > self.limits.max_head_bytes:
                 self._refuse(conn, now, "431 Request Header Fields Too Large",
                              "request head too large")
                 return True
@@ -535,7 +541,7 @@ class HTTPServer:
             self._close(conn, None)
             return
         conn.state = _LINGER
-        conn.deadline = now + self.linger_seconds
+        conn.deadline = now + self.limits.linger_seconds
         conn.lingered = 0
         self._linger_read(conn)
 
@@ -699,7 +705,8 @@ class HTTPServer:
     def _respond(self, conn: _Conn, request: _Request) -> bool:
         """Run the app for one request and send its response; True to keep the connection."""
         may_keep_alive = request.keep_alive and not request.body_unread and not self._stopping
-        response = _Response(conn.sock, request, self.send_timeout, SEND_BYTES, may_keep_alive)
+        response = _Response(conn.sock, request, self.limits.send_timeout, SEND_BYTES,
+                             may_keep_alive)
         environ = wsgi_environ(request, conn.addr, conn.tls, self._server_name, self._server_port)
         result = None
         ok = False
@@ -724,7 +731,7 @@ class HTTPServer:
                 try:
                     _send_all(conn.sock, _simple_response("500 Internal Server Error",
                                                           b"internal server error\n"),
-                              time.monotonic() + self.send_timeout, SEND_BYTES)
+                              time.monotonic() + self.limits.send_timeout, SEND_BYTES)
                 except _ClientGone:
                     pass
         finally:

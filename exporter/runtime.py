@@ -10,8 +10,8 @@ from exporter.addresses import split_listen_address
 from exporter.canary.catalog import load_golden_sets
 from exporter.canary.runner import CanaryRunner
 from exporter.collection import Collection
-from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.base import Limiter
+from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.metadata import MetadataCollector
 from exporter.collectors.native import NativeCollector
 from exporter.collectors.status import StatusCollector
@@ -19,11 +19,11 @@ from exporter.files import FileReadError
 from exporter.reloader import CoalescingReloader
 from exporter.selfmetrics import SelfMetrics
 from exporter.server import ExporterState, Pipeline, create_app, health_answers, serve
-from exporter.tfserving import protos
 from exporter.tfserving.grpc_client import GrpcClient
-from exporter.tfserving.model_config import ModelSource
+from exporter.tfserving.models_file import ModelSource
 from exporter.tfserving.rest_client import RestClient
 from exporter.webconfig import BasicAuth, WebSettings, load_web_config, ssl_context
+from tfserving_wire import protos
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ def build_pipeline(config, selfmetrics: SelfMetrics, strict_golden: bool) -> Bui
         timeout=config.tfserving.timeout,
         timeout_offset=config.tfserving.timeout_offset,
         summary=_summary(config),
+        config_yaml=config.to_yaml(),
     )
     return BuiltPipeline(pipeline, runner)
 

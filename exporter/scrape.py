@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from typing import Callable, Iterable, TypeVar
+from types import MappingProxyType
+from typing import Callable, Iterable, Mapping, TypeVar
 
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.types import VERSION_STATES, TFServingError, VersionStatus
+from exporter.tfserving.types import TFServingError
+from tfserving_wire.model_status import VERSION_STATES, VersionStatus
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,21 +41,26 @@ class Scrape:
     """Everything the collectors of one scrape share.
 
     ``reached`` records, per protocol, whether any call of this scrape got an answer from TF
-    Serving; ``tfserving_up`` is derived from it. Model status is memoised so the metadata
-    collector reuses what the status collector fetched.
+    Serving; ``tfserving_up`` is derived from it. ``model_statuses()`` is the scrape's one
+    view of model status, over ``status_protocol``, whichever collector asks first.
     """
 
     def __init__(self, deadline: Deadline, clients: dict,
                  executors: dict[str, concurrent.futures.Executor], models: list[str],
-                 dropped: Callable[[str, int], None] = lambda kind, count: None) -> None:
+                 dropped: Callable[[str, int], None] = lambda kind, count: None, *,
+                 status_protocol: str | None) -> None:
         self.deadline = deadline
         self.models = models  # the (capped) model names this scrape covers
         self.clients = clients  # protocol -> GrpcClient | RestClient
+        self.status_protocol = status_protocol  # see Collection: the one all readers share
         self._executors = executors  # protocol -> its own bounded pool
         self._dropped = dropped
         self._lock = threading.Lock()
         self.reached: dict[str, bool] = {}
-        self._status_memo: dict[str, list[VersionStatus]] = {}
+        # Held for the whole fetch (bounded by the deadline, as scrape.map is), so a second
+        # reader waits for the first fetch instead of starting another.
+        self._status_lock = threading.Lock()
+        self._statuses: Mapping[str, list[VersionStatus] | BaseException] | None = None
 
     def client(self, protocol: str):
         return self.clients[protocol]
@@ -72,23 +79,26 @@ class Scrape:
         with self._lock:
             self.reached[protocol] = self.reached.get(protocol, False) or reached
 
-    def model_status(self, protocol: str, model: str) -> list[VersionStatus]:
-        with self._lock:
-            cached = self._status_memo.get(model)
-        if cached is not None:
-            return cached
+    def model_statuses(self) -> Mapping[str, list[VersionStatus] | BaseException]:
+        """Each model's versions (duplicates merged) or the error its status call raised,
+        fetched for all models at once the first time any collector asks; every later call
+        of this scrape gets the same answer, so collectors agree whatever their order.
+
+        Call it from the collector's own thread, never from inside ``map``: the fetch needs
+        the pool's workers."""
+        with self._status_lock:
+            if self._statuses is None:
+                self._statuses = MappingProxyType(dict(
+                    self.map(self.status_protocol, self._fetch_status, self.models)))
+            return self._statuses
+
+    def _fetch_status(self, model: str) -> list[VersionStatus]:
         statuses, duplicates = unique_versions(
-            self.call(protocol, self.client(protocol).model_status, model))
+            self.call(self.status_protocol, self.client(self.status_protocol).model_status,
+                      model))
         if duplicates:
             self._dropped("duplicate_version", duplicates)
-        with self._lock:
-            self._status_memo[model] = statuses
         return statuses
-
-    def cached_model_status(self, model: str) -> list[VersionStatus] | None:
-        """What this scrape already learnt about the model, without asking again."""
-        with self._lock:
-            return self._status_memo.get(model)
 
     def submit(self, protocol: str, function: Callable[[], R]) -> concurrent.futures.Future:
         """Run ``function`` on the protocol's pool, unless this scrape's deadline has passed by

@@ -1,4 +1,4 @@
-"""The exporter's HTTP side: /metrics, /-/healthy, /-/ready and a landing page.
+"""The exporter's HTTP side: /metrics, /config, /-/healthy, /-/ready and a landing page.
 
 ``create_app`` returns a plain WSGI application so tests can drive it directly;
 ``serve`` runs it on the bounded server of exporter.http_server.
@@ -41,6 +41,7 @@ class Pipeline:
     timeout: float
     timeout_offset: float
     summary: dict = field(default_factory=dict)  # shown on the landing page, no secrets
+    config_yaml: str = ""  # the configuration this pipeline follows, served on /config
     # Requests using this pipeline now, and what closes it once it is retired and unused.
     users: int = 0
     closer: Callable[[], None] | None = None
@@ -107,6 +108,7 @@ def _landing_page(pipeline: Pipeline) -> bytes:
 <li><a href="{path}">Metrics</a> ({path})</li>
 <li><a href="/-/healthy">Health</a> (/-/healthy)</li>
 <li><a href="/-/ready">Readiness</a> (/-/ready)</li>
+<li><a href="/config">Configuration</a> (/config)</li>
 </ul>
 <p>POST /-/reload (or SIGHUP) re-reads the configuration and golden files.</p>
 <table>{rows}</table>
@@ -259,6 +261,8 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
             if path == "/":
                 return _response(start_response, "200 OK", _landing_page(pipeline),
                                  "text/html; charset=utf-8")
+            if path == "/config":
+                return _response(start_response, "200 OK", pipeline.config_yaml.encode())
         finally:
             state.leave(pipeline)
         health = health_answer(path)

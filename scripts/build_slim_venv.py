@@ -14,7 +14,8 @@ the venv that CI tests here (tests/test_slim_venv.py) are made by the same steps
 3. The exporter's runtime dependencies from pyproject.toml, except tensorflow-serving-api and
    tensorflow, plus the other requirements tensorflow-serving-api declares (protobuf, grpcio).
 4. The exporter itself with ``--no-deps`` (built from a copy of the source tree, so the
-   checkout gets no build/ or egg-info litter).
+   checkout gets no build/ or egg-info litter). The copy leaves ``tfserving_simulator`` out,
+   so the environment has no simulator: ``demo`` and ``simulate`` say so and exit.
 5. TensorFlow's generated ``*_pb2`` modules that TF Serving's API modules import, computed by
    scripts/tf_proto_files.py and copied with their package structure, without
    ``tensorflow/__init__.py``. Source: the ``tensorflow`` package installed in the interpreter
@@ -56,8 +57,9 @@ TENSORFLOW = "tensorflow"
 # Packages whose own test suites are not shipped (numpy's are 17 MB of the 100 MB budget).
 # Never needed at run time; numpy.testing, a public module, is a different directory.
 PRUNE_TESTS_OF = ("numpy",)
-# What the source copy needs to build the exporter's wheel.
-SOURCE_ITEMS = ("pyproject.toml", "README.md", "exporter")
+# What the source copy needs to build the exporter's wheel. Not tfserving_simulator: the wheel
+# built from this copy has no simulator (pyproject.toml includes only the packages present).
+SOURCE_ITEMS = ("pyproject.toml", "README.md", "exporter", "tfserving_wire")
 
 
 def _log(message: str) -> None:

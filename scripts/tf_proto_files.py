@@ -5,7 +5,7 @@
 ``*_pb2`` modules (``tensorflow.core.framework.tensor_pb2`` and friends), which in turn import
 more of them. The container image and ``scripts/build_slim_venv.py`` copy exactly that set
 out of the ``tensorflow`` package (an installed one or its wheel) so that the slim environment
-holds the protos but none of TensorFlow's runtime (see exporter/tfserving/protos.py).
+holds the protos but none of TensorFlow's runtime (see tfserving_wire/protos.py).
 
 The set is computed, not listed by hand: start from ``tensorflow_serving/apis/*_pb2*.py`` and
 ``tensorflow_serving/config/*_pb2.py``, read each module's import statements with ``ast`` and

@@ -10,10 +10,10 @@ import pytest
 import requests
 
 from exporter.config import load_config
-from exporter.demo import write_demo_files
 from exporter.runtime import start_exporter
-from exporter.simulator.app import Simulator, SimulatorOptions
 from tests.helpers import wait_until
+from tfserving_simulator.app import Simulator, SimulatorOptions
+from tfserving_simulator.demo_files import write_demo_files
 
 
 def require_tool(name: str) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from typing import Callable, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -58,3 +61,16 @@ def series(text: str, name: str) -> list[dict]:
     """Label sets of every sample called ``name`` (each with its value under ``__value__``)."""
     return [dict(labels, __value__=value) for (n, labels), value in samples(text).items()
             if n == name]
+
+
+def problems_raised(error: type, load: Callable, *args) -> list[str]:
+    """The problems of the ``error`` that ``load(*args)`` raises: config and golden files
+    both report every problem at once, one string each."""
+    with pytest.raises(error) as caught:
+        load(*args)
+    return caught.value.problems
+
+
+def files_named(directory: str, suffix: str) -> set[str]:
+    """The names in ``directory`` ending in ``suffix``: test data every case must account for."""
+    return {name for name in os.listdir(directory) if name.endswith(suffix)}

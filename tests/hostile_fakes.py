@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 import grpc
 
-from exporter.tfserving import protos
+from tfserving_wire import protos
 
 
 # ---- HTTP behaviours: each writes one reply to a connected socket ----------------------------

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from exporter.canary.golden import write_golden
-from exporter.canary.record import read_requests, record_golden
-from exporter.demo import MONITORING_CONFIG, DemoFiles
-from exporter.simulator.demo_models import write_half_plus_two, write_image_classifier
-from exporter.simulator.faults import FaultRule
+from exporter.canary.golden_record import read_requests, record_golden
 from exporter.tfserving.grpc_client import GrpcClient
 from exporter.tfserving.rest_client import RestClient
 from tests.conftest import SimulatorHandle
 from tests.helpers import sample_value, series
+from tfserving_simulator.demo_files import MONITORING_CONFIG, DemoFiles
+from tfserving_simulator.demo_models import write_half_plus_two, write_image_classifier
+from tfserving_simulator.faults import FaultRule
 
 HALF_PLUS_TWO_REQUEST = {"signature_name": "serving_default",
                          "instances": [[x] for x in (-3.5, 0.0, 1.0, 2.0, 5.0, 10.0, 123.25, 1e4)]}
@@ -261,7 +261,7 @@ def test_intervals_are_jittered_within_bounds():
 
 
 def test_version_roll_during_a_canary_run(simulator, start_exporter_for):
-    from exporter.demo import DEMO_GOLDEN_DIR
+    from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
 
     # Slow predicts and small batches: a run takes ~1.6 s, so the roll lands inside one.
     simulator.simulator.faults.add(FaultRule(operations=frozenset({"predict"}),

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.simulator.monitoring_config import parse_monitoring_config
-from exporter.tfserving.model_config import ConfiguredModel, parse_model_config
+from exporter.tfserving.models_file import ConfiguredModel, parse_model_config
 from tests.conftest import require_tool
+from tfserving_simulator.monitoring_config import parse_monitoring_config
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = REPO / "examples" / "compose"
@@ -121,7 +121,7 @@ def test_exporter_is_built_from_the_repository_dockerfile_and_points_at_tfservin
     assert host_path(exporter, flags["--tfserving.model-config-file"]) == \
         COMPOSE_DIR / "models.config"
     assert host_path(exporter, flags["--canary.golden-file"]) == \
-        REPO / "exporter" / "demo_data" / "golden" / "half_plus_two.json"
+        REPO / "tfserving_simulator" / "demo_data" / "golden" / "half_plus_two.json"
 
 
 def test_exporter_arguments_pass_its_own_check_config(compose):
@@ -275,7 +275,7 @@ def test_make_half_plus_two_writes_the_model_the_golden_set_expects(tmp_path):
                            timeout=240, env=env)
     assert again.returncode == 0 and "leaving it" in again.stdout
 
-    golden = REPO / "exporter" / "demo_data" / "golden" / "half_plus_two.json"
+    golden = REPO / "tfserving_simulator" / "demo_data" / "golden" / "half_plus_two.json"
     out = subprocess.run([sys.executable, "-c", VERIFY, str(base / "1"), str(golden)],
                          capture_output=True, text=True, timeout=240, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

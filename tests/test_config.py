@@ -1,6 +1,5 @@
 import dataclasses
 import os
-import typing
 
 import pytest
 import yaml
@@ -11,11 +10,11 @@ from exporter.config import (
     FLAG_FOR_FIELD,
     SCHEMA,
     CollectorConfig,
-    Config,
     ConfigError,
-    config_reference_markdown,
     load_config,
 )
+from exporter.config_docs import config_example_yaml, config_reference_markdown
+from tests.helpers import files_named, problems_raised
 
 TESTDATA = os.path.join(os.path.dirname(__file__), "testdata", "config")
 EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "config.yaml")
@@ -120,9 +119,7 @@ def in_testdata(monkeypatch):
 
 
 def problems_of(path, overrides=None):
-    with pytest.raises(ConfigError) as caught:
-        load_config(path, overrides)
-    return caught.value.problems
+    return problems_raised(ConfigError, load_config, path, overrides)
 
 
 @pytest.mark.parametrize("name", sorted(INVALID_FILES))
@@ -131,8 +128,7 @@ def test_invalid_file_reports_exactly_its_problems(in_testdata, name):
 
 
 def test_every_testdata_file_is_covered_by_a_test():
-    on_disk = {name for name in os.listdir(TESTDATA) if name.endswith(".yaml")}
-    assert on_disk == set(INVALID_FILES) | VALID_FILES
+    assert files_named(TESTDATA, ".yaml") == set(INVALID_FILES) | VALID_FILES
 
 
 def test_error_text_lists_every_problem_one_per_line(in_testdata):
@@ -354,34 +350,14 @@ def test_to_dict_writes_durations_as_prometheus_durations(in_testdata):
     assert (tfserving["timeout"], tfserving["timeout_offset"]) == ("1m30s", "250ms")
 
 
-def test_to_yaml_redacts_secret_settings(monkeypatch):
-    secret_schema = tuple(
-        dataclasses.replace(s, secret=True) if s.path == "tfserving.rest_address" else s
-        for s in SCHEMA)
-    monkeypatch.setattr(config_module, "SCHEMA", secret_schema)
-    config = load_config(None)
-    assert yaml.safe_load(config.to_yaml())["tfserving"]["rest_address"] == "<secret>"
-    assert config.to_dict()["tfserving"]["rest_address"] == "http://localhost:8501"
-    shown = yaml.safe_load(config.to_yaml(redact_secrets=False))
-    assert shown["tfserving"]["rest_address"] == "http://localhost:8501"
-
-
-def test_to_yaml_keeps_non_secret_values():
-    assert yaml.safe_load(load_config(None).to_yaml()) == load_config(None).to_dict()
+def test_to_yaml_is_to_dict_in_declaration_order(in_testdata):
+    config = load_config("full.yaml")
+    assert yaml.safe_load(config.to_yaml()) == config.to_dict()
+    assert list(config.to_dict()) == ["tfserving", "models", "collectors", "limits", "canary",
+                                      "web", "log"]
 
 
 # --- the schema itself -----------------------------------------------------------------------
-
-def _dataclass_leaves(cls, prefix=""):
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        if cls is Config and field.name == "warnings":
-            continue
-        if dataclasses.is_dataclass(hints[field.name]):
-            yield from _dataclass_leaves(hints[field.name], f"{prefix}{field.name}.")
-        else:
-            yield prefix + field.name
-
 
 def _flatten(mapping, prefix=""):
     """Settings by dotted path; a mapping-valued setting (canary.intervals) stays whole."""
@@ -395,8 +371,32 @@ def _flatten(mapping, prefix=""):
     return flat
 
 
-def test_schema_rows_and_dataclass_fields_match():
-    assert [s.path for s in SCHEMA] == list(_dataclass_leaves(Config))
+def test_a_shared_section_fills_its_words_into_flags_and_docs():
+    by_path = {s.path: s for s in SCHEMA}
+    assert by_path["collectors.metadata.enabled"].flag == "--collector.metadata"
+    assert by_path["collectors.metadata.protocol"].flag == "--collector.metadata.protocol"
+    assert by_path["collectors.status.enabled"].doc == (
+        "Export model version states (GetModelStatus).")
+    assert by_path["collectors.metadata.protocol"].doc == "Protocol the metadata collector uses."
+
+
+def test_an_annotation_that_disagrees_with_its_kind_is_refused_at_import():
+    @dataclasses.dataclass(frozen=True)
+    class Section:
+        timeout: str = config_module.setting(config_module.DURATION, "1s", doc="A duration.")
+
+    with pytest.raises(TypeError, match=r"Section\.timeout: annotated <class 'str'>, but a "
+                                        r"duration setting holds <class 'float'>"):
+        list(config_module._declared(Section))
+
+
+def test_a_field_that_is_neither_setting_nor_section_is_refused_at_import():
+    @dataclasses.dataclass(frozen=True)
+    class Section:
+        level: int
+
+    with pytest.raises(TypeError, match=r"Section\.level is neither a setting\(\) nor a section"):
+        list(config_module._declared(Section))
 
 
 def test_reference_has_one_row_per_setting():
@@ -411,8 +411,16 @@ def test_reference_has_one_row_per_setting():
 
 # --- the shipped example ---------------------------------------------------------------------
 
-def test_example_config_loads_without_warnings():
-    assert load_config(EXAMPLE).warnings == ()
+def test_example_config_is_written_from_the_declarations():
+    with open(EXAMPLE, encoding="utf-8") as handle:
+        assert handle.read() == config_example_yaml(), "run: python scripts/sync_chart_files.py"
+
+
+def test_example_config_loads_to_the_defaults():
+    # Its only advice is the one every default configuration gets.
+    config = load_config(EXAMPLE)
+    assert config == load_config(None)
+    assert [warning.split(" (")[0] for warning in config.warnings] == ["no models configured"]
 
 
 def test_example_config_sets_every_setting_with_a_comment_above_it():

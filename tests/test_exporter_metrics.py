@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.simulator.demo_models import write_half_plus_two
 from tests.conftest import promtool_check_metrics
 from tests.helpers import sample_value, series
+from tfserving_simulator.demo_models import write_half_plus_two
 
 STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
 HALF_PLUS_TWO_SIGNATURES = {

@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from exporter.simulator.demo_models import write_broken_version, write_half_plus_two
-from exporter.simulator.faults import FaultRule
 from tests.helpers import sample_value, series
+from tfserving_simulator.demo_models import write_broken_version, write_half_plus_two
+from tfserving_simulator.faults import FaultRule
 
 
 def _timed_metrics(exporter, scrape_timeout: float) -> tuple[str, float]:

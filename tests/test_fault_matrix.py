@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from exporter.demo import models_config_text
-from exporter.simulator.faults import FaultRule
 from tests.conftest import SimulatorHandle
 from tests.helpers import free_port, sample_value, series
+from tfserving_simulator.demo_files import models_config_text
+from tfserving_simulator.faults import FaultRule
 
 SCRAPE_TIMEOUT = 1.5
 
@@ -27,7 +27,7 @@ def _success(text: str, collector: str):
 
 
 def test_tfserving_absent_at_start_then_arriving(tmp_path, start_exporter_for):
-    from exporter.demo import write_demo_files
+    from tfserving_simulator.demo_files import write_demo_files
 
     sim = SimulatorHandle(write_demo_files(str(tmp_path)))
     sim.grpc_port, sim.rest_port = free_port(), free_port()  # nothing listens there yet

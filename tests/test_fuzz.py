@@ -4,6 +4,7 @@ values with quotes, newlines and unicode survive the trip through /metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -86,16 +87,24 @@ def test_rest_replies_parse_or_raise_bad_reply(body):
             assert err.code == "BAD_REPLY"
 
 
+@contextlib.contextmanager
+def _file_holding(text: str, name: str):
+    """A fresh file with ``text`` for one hypothesis example (tmp_path is per test, not per
+    example)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, name)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        yield path
+
+
 @FUZZ
 @given(st.one_of(
     st.text(alphabet=st.sampled_from(list("abcdefgimnoprstuvwxyz_:.-[]{}'\" \n0123456789#&*!")),
             max_size=200),
     json_values.map(json.dumps)))
 def test_config_files_load_or_raise_config_error(text):
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "config.yaml")
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+    with _file_holding(text, "config.yaml") as path:
         try:
             load_config(path)
         except ConfigError as err:
@@ -116,10 +125,7 @@ GOLDEN_BASE = {"format": 1, "model": "m", "request": {"instances": [[1.0]]},
                     json_values, max_size=8).map(lambda d: json.dumps({**GOLDEN_BASE, **d})),
     st.text(max_size=200)))
 def test_golden_files_load_or_raise_golden_error(text):
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "golden.json")
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+    with _file_holding(text, "golden.json") as path:
         try:
             load_golden(path)
         except GoldenError as err:

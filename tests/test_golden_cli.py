@@ -8,8 +8,8 @@ import os
 import numpy as np
 
 from exporter.canary.golden import load_golden
-from exporter.demo import DEMO_GOLDEN_DIR
 from tests.test_cli import run_cli
+from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
 
 REQUEST = {"instances": [[1.0], [2.0], [5.0]]}
 

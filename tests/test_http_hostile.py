@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from exporter import http_server
-from exporter.http_server import HTTPServer
+from exporter.http_server import ConnectionLimits, HTTPServer
 from exporter.webconfig import BasicAuth
 from tests.helpers import free_port, wait_until
 from tests.test_web_security import pki  # noqa: F401 - the fixture: a CA and certificates
@@ -213,7 +213,7 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_is_closed_at_once():
 # --- timeouts ---------------------------------------------------------------------------------
 
 def test_head_timeout_and_idle_timeout_close_connections():
-    with running(head_timeout=0.3, idle_timeout=0.8) as server:
+    with running(limits=ConnectionLimits(head_timeout=0.3, idle_timeout=0.8)) as server:
         port = server.server_address[1]
         silent = Client(port)
         half = Client(port).send(b"GET / HTTP/1.1\r\nHost: te")
@@ -388,7 +388,8 @@ def test_a_client_that_does_not_read_loses_its_response_not_a_worker():
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
 
-    with running(big_app, handler_threads=1, send_timeout=0.5) as server:
+    with running(big_app, handler_threads=1,
+                 limits=ConnectionLimits(send_timeout=0.5)) as server:
         port = server.server_address[1]
         reader = socket.socket()
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -769,7 +770,7 @@ def test_tls_handshakes_that_never_complete_hold_no_worker(pki):  # noqa: F811
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(pki / "server.crt"), str(pki / "server.key"))
     baseline = threading.active_count()
-    with running(tls_context=context, handshake_timeout=0.5) as server:
+    with running(tls_context=context, limits=ConnectionLimits(handshake_timeout=0.5)) as server:
         port = server.server_address[1]
         silent = [Client(port) for _ in range(3 * http_server.HANDLER_THREADS)]
         garbage = Client(port).send(b"GET / HTTP/1.1\r\n\r\n")  # plain HTTP to a TLS port

@@ -33,14 +33,14 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 import yaml
 
-from exporter.demo import DEMO_GOLDEN_DIR
-from exporter.simulator.demo_models import write_broken_version, write_half_plus_two
-from exporter.simulator.faults import FaultRule
 from tests.helpers import wait_until
 from tests.prometheus_harness import exporter_and_tfserving_jobs
 from tests.prometheus_harness import prometheus_for  # noqa: F401  (pytest fixture)
 from tests.test_dashboards import DASHBOARD_FILES, data_panels, load
 from tests.test_rules import RULES, recording_names
+from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
+from tfserving_simulator.demo_models import write_broken_version, write_half_plus_two
+from tfserving_simulator.faults import FaultRule
 
 JOB = "tfserving-exporter"
 RATE_INTERVAL = "1m"

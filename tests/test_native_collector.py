@@ -13,13 +13,13 @@ import requests
 
 from exporter.collectors.native import (ModelPathMapper, NativeCollector, passthrough_name,
                                         seconds_text)
-from exporter.demo import models_config_text
-from exporter.simulator.demo_models import write_half_plus_two, write_image_classifier
 from exporter.tfserving.deadline import Deadline
 from exporter.tfserving.grpc_client import GrpcClient
 from exporter.tfserving.prometheus_page import labels, parse_page, split_le
 from tests.conftest import SimulatorHandle
 from tests.helpers import sample_value, samples, series
+from tfserving_simulator.demo_files import models_config_text
+from tfserving_simulator.demo_models import write_half_plus_two, write_image_classifier
 
 
 def _drive_traffic(sim, rest_predicts: int, grpc_predicts: int) -> None:
@@ -97,7 +97,7 @@ def test_missing_monitoring_page_is_explained_once(tmp_path, start_exporter_for,
     config = tmp_path / "models.config"
     config.write_text(models_config_text([("half_plus_two", str(tmp_path / "models" /
                                                                  "half_plus_two"))]))
-    from exporter.demo import DemoFiles
+    from tfserving_simulator.demo_files import DemoFiles
     sim = SimulatorHandle(DemoFiles(str(tmp_path), str(config), "", ("half_plus_two",))).start()
     try:
         exporter = start_exporter_for(sim)
@@ -174,7 +174,7 @@ def test_models_added_to_models_config_appear_without_a_restart(tmp_path, start_
     config.write_text(models_config_text([("half_plus_two", str(models / "half_plus_two"))]))
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true }\n')
-    from exporter.demo import DemoFiles
+    from tfserving_simulator.demo_files import DemoFiles
     sim = SimulatorHandle(DemoFiles(str(tmp_path), str(config), str(monitoring),
                                     ("half_plus_two",)),
                           model_config_file_poll_wait_seconds=0.1).start()

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import requests
 
-from exporter.simulator.faults import FaultRule
 from exporter.tfserving.deadline import Deadline
 from exporter.tfserving.grpc_client import GrpcClient
 from tests.helpers import sample_value, wait_until
 from tests.prometheus_harness import TFSERVING_PAGE, exporter_and_tfserving_jobs
 from tests.prometheus_harness import prometheus_for  # noqa: F401  (pytest fixture)
+from tfserving_simulator.faults import FaultRule
 
 MODEL = "half_plus_two"
 # (requests, injected latency in seconds): most are fast, a tail is slow, so the quantiles land

@@ -7,7 +7,7 @@ import sys
 PROBE = r"""
 import json, sys, time
 started = time.monotonic()
-from exporter.tfserving import protos
+from tfserving_wire import protos
 protos.load_all()
 request = protos.predict_pb2.PredictRequest()
 request.model_spec.name = "half_plus_two"
@@ -62,7 +62,7 @@ def test_missing_protos_give_a_clear_error(tmp_path):
     code = (
         "import sys; sys.path = [p for p in sys.path if 'site-packages' not in p]\n"
         f"sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent.parent)!r})\n"
-        "from exporter.tfserving import protos\n"
+        "from tfserving_wire import protos\n"
         "try:\n    protos.predict_pb2.PredictRequest\nexcept protos.ProtosUnavailable as e:\n"
         "    print(e)\n")
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,

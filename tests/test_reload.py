@@ -4,22 +4,18 @@ an invalid one (config or golden file) is rejected whole and the running one sta
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 import requests
 
 from exporter.config import load_config
-from exporter.demo import DEMO_GOLDEN_DIR
 from exporter.runtime import start_exporter
 from tests.conftest import ExporterHandle
+from tests.exporter_process import ExporterProcess
 from tests.helpers import sample_value, wait_until
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
 
 
 def _write_config(path, models, golden_dir=None):
@@ -106,30 +102,20 @@ def test_reload_needs_post(reloadable):
 def test_sighup_reloads_a_running_exporter(simulator, tmp_path):
     config_file = tmp_path / "config.yaml"
     _write_config(config_file, ["half_plus_two"])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "run", f"--config.file={config_file}",
-         "--web.listen-address=127.0.0.1:0",
-         f"--tfserving.grpc-address=127.0.0.1:{simulator.grpc_port}",
-         f"--tfserving.rest-address=http://127.0.0.1:{simulator.rest_port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    exporter = ExporterProcess(str(tmp_path / "exporter.log"),
+                               f"--tfserving.grpc-address=127.0.0.1:{simulator.grpc_port}",
+                               f"--tfserving.rest-address=http://127.0.0.1:{simulator.rest_port}",
+                               config_file=str(config_file))
+    url = exporter.url + "/metrics"
     try:
-        port = None
-        while port is None:  # logfmt: msg="listening" address=127.0.0.1:PORT
-            line = process.stderr.readline()
-            assert line, "exporter exited early"
-            match = re.search(r'msg="listening" address=127\.0\.0\.1:(\d+)', line)
-            port = match and int(match.group(1))
-        url = f"http://127.0.0.1:{port}/metrics"
         assert sample_value(requests.get(url, timeout=10).text,
                             "tfserving_model_available_versions", model="other") is None
         _write_config(config_file, ["half_plus_two", "other"])
-        process.send_signal(signal.SIGHUP)
+        exporter.signal(signal.SIGHUP)
         wait_until(lambda: sample_value(requests.get(url, timeout=10).text,
                                         "tfserving_model_available_versions", model="other") == 0,
                    timeout=15, message="the SIGHUP reload")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    except BaseException:
+        exporter.stop()
+        raise
+    assert exporter.stop() == 0  # SIGTERM: a clean stop

@@ -1,8 +1,9 @@
 """The container image's slim environment, built here as a plain venv (no Docker daemon here).
 
 scripts/build_slim_venv.py is what the Dockerfile's builder stage runs; these tests build it
-once into a temporary directory and check that it holds no TensorFlow runtime, stays under
-100 MB, and runs the exporter: its smoke test subset passes with the venv's own python.
+once into a temporary directory and check that it holds no TensorFlow runtime and no TF
+Serving simulator, stays under 100 MB, and runs the exporter: its smoke test subset passes with
+the venv's own python (the simulator those tests talk to comes from the checkout, as test code).
 """
 
 from __future__ import annotations
@@ -103,6 +104,24 @@ def test_exporter_version_runs_from_the_venv(slim):
     assert out.stdout.strip() == f"tfserving-exporter {installed_version('tfserving-exporter')}"
 
 
+def test_venv_leaves_the_simulator_out(slim, tmp_path):
+    site = Path(slim["site_packages"])
+    assert (site / "exporter" / "cli.py").is_file()
+    assert (site / "tfserving_wire" / "protos.py").is_file()
+    assert not (site / "tfserving_simulator").exists()
+    assert not list(site.rglob("demo_data"))
+    assert not [p for p in site.rglob("*.py") if "simulator" in p.name]
+    executable = Path(slim["dest"]) / "bin" / "tfserving-exporter"
+    for command in (["demo"], ["simulate", "--port=0"]):
+        out = subprocess.run([str(executable), *command], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)
+        assert out.returncode == 1, out
+        assert out.stdout == ""
+        [line] = out.stderr.splitlines()
+        assert line.startswith(f"tfserving-exporter {command[0]}: this installation has no "
+                               "TF Serving simulator"), line
+
+
 def test_smoke_suite_passes_with_the_venv_python(slim, tmp_path):
     python = slim["python"]
     # The test tools go into a directory of their own, so the venv stays as the image has it.
@@ -111,14 +130,19 @@ def test_smoke_suite_passes_with_the_venv_python(slim, tmp_path):
                     "--target", str(tmp_path / "tools"), *tools],
                    check=True, capture_output=True, timeout=300)
     # A copy of the tests without the source tree beside it, so `exporter` is the installed
-    # package (with its package data), not the checkout.
-    shutil.copytree(REPO / "tests", tmp_path / "run" / "tests",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    # package, not the checkout. The tests' TF Serving stand-in comes along as test code: the
+    # venv has none, as the image has none.
+    for tree in ("tests", "tfserving_simulator"):
+        shutil.copytree(REPO / tree, tmp_path / "run" / tree,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "tools"))
-    where = subprocess.run([python, "-c", "import exporter; print(exporter.__file__)"],
-                           cwd=tmp_path / "run", capture_output=True, text=True, timeout=60,
-                           env=env)
-    assert where.stdout.startswith(slim["site_packages"]), where
+    where = subprocess.run(
+        [python, "-c", "import exporter, tfserving_simulator as s; print(exporter.__file__); "
+                       "print(s.__file__)"],
+        cwd=tmp_path / "run", capture_output=True, text=True, timeout=60, env=env)
+    exporter_file, simulator_file = where.stdout.split()
+    assert exporter_file.startswith(slim["site_packages"]), where
+    assert simulator_file.startswith(str(tmp_path / "run")), where
     deselect = [arg for test in NOT_IN_VENV for arg in ("--deselect", test)]
     out = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           "--timeout", "120", *SMOKE_TESTS, *deselect],
@@ -127,6 +151,32 @@ def test_smoke_suite_passes_with_the_venv_python(slim, tmp_path):
     print(summary)
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
     assert "passed" in summary and "skipped" not in summary and "failed" not in summary
+
+
+def test_a_wheel_of_the_repository_has_the_simulator_as_its_own_package(tmp_path):
+    # Built from a copy, as the slim venv is, so the checkout gets no build/ litter.
+    source = tmp_path / "src"
+    source.mkdir()
+    for item in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / item, source / item)
+    for tree in ("exporter", "tfserving_wire", "tfserving_simulator"):
+        shutil.copytree(REPO / tree, source / tree,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                          "--no-build-isolation", "-w", str(tmp_path / "wheels"), str(source)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [wheel] = list((tmp_path / "wheels").glob("tfserving_exporter-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(
+        ".dist-info")}
+    assert top_level == {"exporter", "tfserving_wire", "tfserving_simulator"}
+    assert not [name for name in names if name.startswith("exporter/") and "simulator" in name]
+    assert "tfserving_simulator/demo_data/golden/half_plus_two.json" in names
+    assert "tfserving_simulator/app.py" in names and "tfserving_wire/protos.py" in names
+    entry_points = next(name for name in names if name.endswith("entry_points.txt"))
+    assert "tfserving-exporter = exporter.cli:main" in zipfile.ZipFile(wheel).read(
+        entry_points).decode()
 
 
 def test_rebuilding_is_idempotent(slim):

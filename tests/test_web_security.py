@@ -189,7 +189,7 @@ def _ssl_config(tmp_path, pki, client_verify: bool) -> str:
 
 @pytest.fixture
 def tls_simulator(tmp_path, pki, request):
-    from exporter.demo import write_demo_files
+    from tfserving_simulator.demo_files import write_demo_files
     from tests.conftest import SimulatorHandle
 
     handle = SimulatorHandle(write_demo_files(str(tmp_path / "demo")),

@@ -4,7 +4,7 @@
 
 y = 0.5 * x + 2, signature ``serving_default`` with input ``x`` (float32, shape [-1, 1]) and
 output ``y`` (same shape): the model of the exporter's demo golden set
-(exporter/demo_data/golden/half_plus_two.json). Run by the compose file's one-shot
+(tfserving_simulator/demo_data/golden/half_plus_two.json). Run by the compose file's one-shot
 ``make-model`` service in the tensorflow/tensorflow image; it leaves an existing version alone
 unless --force is given, so `docker compose up` can run it every time.
 """

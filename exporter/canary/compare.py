@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from exporter.canary.json_tensor import BOOLEAN, NUMBER, canonical_strings, kind_of_array, shape_text
-from exporter.canary.records import Tolerance
+from exporter.canary.golden_types import Tolerance
+from exporter.canary.json_arrays import BOOLEAN, NUMBER, canonical_strings, kind_of_array, shape_text
 
 SCHEMA, NAN, MISMATCH = "schema", "nan", "mismatch"
 _PRIORITY = (SCHEMA, NAN, MISMATCH)

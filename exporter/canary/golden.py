@@ -25,13 +25,13 @@ import numpy as np
 
 from exporter.canary.errors import GoldenError, SchemaError
 from exporter.canary.golden_npz import read_npz
+from exporter.canary.golden_types import Provenance, Tolerance
 from exporter.canary.golden_validate import ValidGolden, validate_document
 from exporter.canary.golden_write import golden_document, write_golden
-from exporter.canary.json_tensor import dumps_compact
-from exporter.canary.records import Provenance, Tolerance
+from exporter.canary.json_arrays import dumps_compact
 from exporter.canary.reply_json import parse_rest_predict_reply
-from exporter.files import FileReadError, read_regular_file
 from exporter.canary.request_json import merge_requests
+from exporter.files import FileReadError, read_regular_file
 from exporter.tfserving.types import TensorSpec
 
 __all__ = [

@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 
-from exporter.canary.json_tensor import shape_text
+from exporter.canary.json_arrays import shape_text
 from exporter.files import is_readable_regular_file
 
 # Uncompressed size, as the archive declares it; a golden set lives in a sidecar with a

@@ -17,12 +17,13 @@ from typing import Callable
 import numpy as np
 
 from exporter.canary.golden_npz import check_example_axis
-from exporter.canary.json_tensor import (
+from exporter.canary.golden_types import Provenance, Tolerance
+from exporter.canary.json_arrays import (
     NUMBER, canonical_strings, json_to_array, json_type_name, kind_of_array,
     shape_text)
-from exporter.canary.records import Provenance, Tolerance
 from exporter.canary.request_json import (
-    BARE, INPUTS, RequestTensors, check_example_counts, parse_request, suggestion, unknown_key)
+    BARE, INPUTS, RequestTensors, check_example_counts, parse_request, unknown_key)
+from exporter.suggest import suggestion
 
 FORMAT_VERSION = 1
 TOP_KEYS = ("format", "model", "signature_name", "request", "expected", "labels",

@@ -11,9 +11,9 @@ import numpy as np
 
 from exporter.canary.errors import GoldenError
 from exporter.canary.golden_npz import from_stored, read_npz, save_npz, to_stored
+from exporter.canary.golden_types import Provenance, Tolerance
 from exporter.canary.golden_validate import FORMAT_VERSION, TOP_KEYS, ValidGolden, validate_document
-from exporter.canary.json_tensor import json_default, array_to_json, is_b64_object
-from exporter.canary.records import Provenance, Tolerance
+from exporter.canary.json_arrays import json_default, array_to_json, is_b64_object
 from exporter.canary.request_json import BARE, INPUTS
 
 

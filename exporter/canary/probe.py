@@ -11,7 +11,8 @@ from exporter.canary.compare import compare
 from exporter.canary.golden import GoldenSet, SchemaError, parse_rest_predict_reply
 from exporter.canary.results import RunOutcome
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.types import DEFAULT_SIGNATURE, Signature, TFServingError
+from exporter.tfserving.types import Signature, TFServingError
+from tfserving_wire.model_status import DEFAULT_SIGNATURE
 
 
 class WrongVersion(Exception):

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from exporter.canary.errors import SchemaError
-from exporter.canary.json_tensor import is_b64_object, json_to_array, json_type_name
+from exporter.canary.json_arrays import is_b64_object, json_to_array, json_type_name
 from exporter.canary.request_json import INPUTS, INSTANCES, quoted
 
 _SHOWN_PROBLEMS = 3

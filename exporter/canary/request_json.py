@@ -7,36 +7,22 @@ are casts. A bare request (no input names, for a single-input signature) uses al
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from exporter.canary.errors import GoldenError, SchemaError
-from exporter.canary.json_tensor import (
+from exporter.canary.json_arrays import (
     STRING, array_to_json, canonical_strings, is_b64_object, json_to_array, json_type_name,
     kind_of_array, shape_text)
+from exporter.suggest import suggestion
 from exporter.tfserving.types import TensorSpec
+from tfserving_wire.tensor_proto import NUMPY_TYPES
 
 INSTANCES, INPUTS = "instances", "inputs"
 BARE = ""
 REQUEST_KEYS = ("signature_name", INSTANCES, INPUTS)
-
-# TF dtype -> numpy dtype for the tensors a canary sends over gRPC.
-_NUMPY_TYPES = {
-    "DT_FLOAT": np.float32, "DT_DOUBLE": np.float64, "DT_HALF": np.float16,
-    "DT_INT8": np.int8, "DT_INT16": np.int16, "DT_INT32": np.int32, "DT_INT64": np.int64,
-    "DT_UINT8": np.uint8, "DT_UINT16": np.uint16, "DT_UINT32": np.uint32,
-    "DT_UINT64": np.uint64, "DT_BOOL": np.bool_, "DT_STRING": object,
-}
-
-
-def suggestion(name: str, valid: Sequence[str], listing: str = "valid keys") -> str:
-    """' (did you mean "x"?)' for a near miss, else the list of what is valid."""
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else f" ({listing}: {', '.join(valid)})"
-
 
 def unknown_key(field: str, key: str, valid: Sequence[str]) -> str:
     return f"{field}: unknown key{suggestion(key, valid)}"
@@ -92,7 +78,7 @@ class RequestTensors:
 
 
 def _typed(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    numpy_type = _NUMPY_TYPES.get(spec.dtype)
+    numpy_type = NUMPY_TYPES.get(spec.dtype)
     if numpy_type is None:
         raise SchemaError(f"input \"{spec.alias}\": dtype {spec.dtype} is not supported by canaries")
     kind = array.dtype.kind

@@ -19,12 +19,16 @@ from exporter.canary.golden import GoldenSet
 from exporter.canary.probe import VersionProbe
 from exporter.canary.results import ResultStore, RunOutcome
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.types import Signature, TFServingError
+from exporter.tfserving.loaded_versions import LoadedSignatures, available_versions
+from exporter.tfserving.types import SignatureMap, TFServingError
 
 log = logging.getLogger(__name__)
 
 # The first run of each model starts within this many seconds (spread out, not all at once).
 FIRST_RUN_SPREAD_SECONDS = 2.0
+# Tensors of the cached signatures over all golden models' loaded versions: ten versions at
+# the per-reply ceiling, far above real models, and a fixed bound on memory (~150 bytes each).
+MAX_CACHED_TENSORS = 100_000
 
 
 class CanaryRunner:
@@ -47,9 +51,7 @@ class CanaryRunner:
         self._rng = rng or random.Random()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_concurrent, thread_name_prefix="canary")
-        # Per model, touched only by that model's (single) cycle in flight.
-        self._signatures: dict[str, dict[int, dict[str, Signature]]] = {
-            model: {} for model in golden_sets}
+        self._signatures = LoadedSignatures(MAX_CACHED_TENSORS)
         self._last_problem: dict[str, str | None] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -129,24 +131,20 @@ class CanaryRunner:
                 return []
             self._report(model, f"cannot read the status of model {model}: {err}")
             return None
-        return sorted((s.version for s in statuses if s.state == "AVAILABLE"), reverse=True)
+        return available_versions(statuses)
 
-    def _signatures_of(self, model: str, version: int) -> dict[str, Signature]:
-        """Signatures of a loaded version (needed for gRPC tensors), fetched once."""
-        cache = self._signatures[model]
-        if version not in cache:
-            cache[version] = self._client.model_metadata(model, version,
-                                                         Deadline.after(self._timeout))
-        return cache[version]
+    def _signatures_of(self, model: str, version: int) -> SignatureMap:
+        """Signatures of a loaded version (needed for gRPC tensors)."""
+        return self._signatures.get((model, version), lambda: self._client.model_metadata(
+            model, version, Deadline.after(self._timeout)))
 
     def _run_model(self, model: str) -> None:
         versions = self._available_versions(model)
         if versions is None:
             return  # TF Serving unreachable: keep the last results, try again next cycle
         self.store.keep_versions(model, set(versions))
-        cache = self._signatures[model]
-        for gone in set(cache) - set(versions):
-            del cache[gone]
+        # Only this model's versions: the other models' cycles run concurrently.
+        self._signatures.keep_only({(model, version) for version in versions}, {model})
         if not versions:
             return
         serving, others = versions[0], versions[1:]

@@ -14,6 +14,9 @@ class CollectorError(Exception):
 
 
 class ScrapeCollector(Protocol):
+    """A collector that reads ``scrape.model_statuses()`` and cares over which protocol they
+    are fetched also has ``status_protocol``; all such collectors of a scrape must agree."""
+
     name: str
 
     def collect(self, scrape: Scrape) -> Iterable[Metric]:

@@ -18,6 +18,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
 from exporter.canary.results import ResultStore
 from exporter.collectors.base import CollectorError
 from exporter.scrape import Scrape
+from exporter.tfserving.loaded_versions import available_versions
 
 MV = ["model", "version"]
 MVO = ["model", "version", "output"]
@@ -30,13 +31,14 @@ class CanaryCollector:
         self._store = store
         self._load_problems = list(load_problems or [])
 
-    def _still_available(self, scrape: Scrape, model: str, version: int) -> bool:
-        """Hide results of versions this scrape already saw leave AVAILABLE (the runner
-        forgets them on its next cycle)."""
-        statuses = scrape.cached_model_status(model)
-        if statuses is None:
-            return True
-        return any(s.version == version and s.state == "AVAILABLE" for s in statuses)
+    @staticmethod
+    def _loaded(scrape: Scrape) -> dict[str, set[int]]:
+        """Each model's AVAILABLE versions as this scrape saw them: results of versions that
+        left are hidden at once (the runner forgets them on its next cycle). A model whose
+        status this scrape could not read keeps the results the runner has."""
+        return {model: set(available_versions(result))
+                for model, result in scrape.model_statuses().items()
+                if not isinstance(result, BaseException)}
 
     def collect(self, scrape: Scrape) -> Iterable[Metric]:
         records, golden_sizes = self._store.snapshot()
@@ -79,8 +81,9 @@ class CanaryCollector:
 
         for model, size in sorted(golden_sizes.items()):
             examples.add_metric([model], size)
+        loaded = self._loaded(scrape)
         for (model, version), record in sorted(records.items()):
-            if not self._still_available(scrape, model, version):
+            if model in loaded and version not in loaded[model]:
                 continue
             labels = [model, str(version)]
             last = record.last

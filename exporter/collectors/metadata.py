@@ -1,7 +1,7 @@
 """Signatures of every AVAILABLE version, from GetModelMetadata (gRPC) or .../metadata (REST).
 
-A loaded version's signatures never change, so they are fetched once per (model, version) and
-forgotten when the version stops being AVAILABLE.
+Each version's signatures are fetched once and kept while it stays AVAILABLE (see
+``tfserving/loaded_versions.py``).
 
 Sample output::
 
@@ -11,7 +11,6 @@ Sample output::
 
 from __future__ import annotations
 
-import threading
 from typing import Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -19,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.collectors.base import CollectorError, Limiter
 from exporter.scrape import Scrape
 from exporter.textclip import clip_text
+from exporter.tfserving.loaded_versions import LoadedSignatures, available_versions
 from exporter.tfserving.types import Signature, SignatureMap, TensorSpec, TFServingError
 
 _METHOD_PREFIX = "tensorflow/serving/"
@@ -51,73 +51,23 @@ MAX_TENSOR_SERIES = 100_000
 MAX_LABEL_CHARS = 256
 
 
-def _tensor_count(signatures: dict[str, Signature]) -> int:
-    return sum(len(s.inputs) + len(s.outputs) for s in signatures.values())
-
-
-class SignatureCache:
-    """Signatures by (model, version), pruned to the versions seen AVAILABLE last time, and
-    holding at most ``max_tensors`` tensors in all (a version that does not fit is fetched
-    again on each scrape instead)."""
-
-    def __init__(self, max_tensors: int = MAX_TENSOR_SERIES) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[str, int], dict[str, Signature]] = {}
-        self._tensors = 0
-        self._max_tensors = max_tensors
-
-    def get(self, key: tuple[str, int]) -> dict[str, Signature] | None:
-        with self._lock:
-            return self._entries.get(key)
-
-    def put(self, key: tuple[str, int], signatures: dict[str, Signature]) -> None:
-        size = _tensor_count(signatures)
-        with self._lock:
-            if key in self._entries or self._tensors + size > self._max_tensors:
-                return
-            self._entries[key] = signatures
-            self._tensors += size
-
-    def keep_only(self, keys: set[tuple[str, int]]) -> None:
-        with self._lock:
-            for key in set(self._entries) - keys:
-                self._tensors -= _tensor_count(self._entries.pop(key))
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 class MetadataCollector:
     name = "metadata"
 
     def __init__(self, protocol: str, status_protocol: str,
                  versions: Limiter, signatures: Limiter, tensors: Limiter) -> None:
         self.protocol = protocol
-        self._status_protocol = status_protocol
+        self.status_protocol = status_protocol
         self._versions = versions
         self._signatures = signatures
         self._tensors = tensors
-        self._cache = SignatureCache()
+        # Holds what _within_limits keeps: never more tensors than one page may export.
+        self._cache = LoadedSignatures(MAX_TENSOR_SERIES)
 
-    def _available_versions(self, scrape: Scrape, model: str) -> list[int]:
-        try:
-            statuses = scrape.model_status(self._status_protocol, model)
-        except TFServingError as err:
-            if err.code == "NOT_FOUND":
-                return []
-            raise
-        versions = sorted((s.version for s in statuses if s.state == "AVAILABLE"), reverse=True)
-        return self._versions.cap(versions)
-
-    def _signatures_of(self, scrape: Scrape, key: tuple[str, int]) -> dict[str, Signature]:
-        cached = self._cache.get(key)
-        if cached is None:
-            model, version = key
-            fetched = scrape.call(self.protocol, scrape.client(self.protocol).model_metadata,
-                                  model, version)
-            cached = self._within_limits(fetched)
-            self._cache.put(key, cached)
-        return cached
+    def _signatures_of(self, scrape: Scrape, key: tuple[str, int]) -> SignatureMap:
+        model, version = key
+        return self._cache.get(key, lambda: self._within_limits(scrape.call(
+            self.protocol, scrape.client(self.protocol).model_metadata, model, version)))
 
     def _within_limits(self, fetched: SignatureMap) -> SignatureMap:
         """Only what will be exported is kept (the cache holds this), the rest counted as
@@ -150,13 +100,14 @@ class MetadataCollector:
 
         failures = []
         keys: list[tuple[str, int]] = []
-        for model, result in scrape.map(self._status_protocol,
-                                        lambda m: self._available_versions(scrape, m),
-                                        scrape.models):
+        for model, result in scrape.model_statuses().items():
+            if isinstance(result, TFServingError) and result.code == "NOT_FOUND":
+                continue  # TF Serving does not know the model: nothing is loaded
             if isinstance(result, BaseException):
                 failures.append(f"{model}: {result}")
-            else:
-                keys.extend((model, version) for version in result)
+                continue
+            keys.extend((model, version)
+                        for version in self._versions.cap(available_versions(result)))
 
         fetched = scrape.map(self.protocol, lambda key: self._signatures_of(scrape, key), keys)
         self._cache.keep_only(set(keys))

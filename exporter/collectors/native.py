@@ -52,9 +52,9 @@ from exporter.collectors.native_units import MICROSECONDS, seconds_text, to_seco
 from exporter.scrape import Scrape
 from exporter.tfserving import page_checks as checks
 from exporter.tfserving.page_checks import INF, Tally
-from exporter.tfserving.rest_client import METRICS_PAGE_MAX_BYTES
 from exporter.tfserving.prometheus_page import (CachePool, Families, PageDeadline, PageError,
                                                 SizedCache, link, parse_page)
+from exporter.tfserving.rest_client import METRICS_PAGE_MAX_BYTES
 
 __all__ = ["BATCH_QUEUING", "BRIDGED", "BUCKET_CACHE_BYTES", "LOAD_ATTEMPTS", "LOAD_LATENCY",
            "MICROSECONDS", "MONITORING_HINT", "PASSTHROUGH_FAMILY_SLACK", "PROBLEM_LOG_SECONDS",

@@ -19,22 +19,18 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.collectors.base import CollectorError, Limiter
 from exporter.scrape import Scrape
 from exporter.textclip import clip_text
-from exporter.tfserving.types import VERSION_STATES, TFServingError, VersionStatus
+from exporter.tfserving.loaded_versions import available_versions
+from exporter.tfserving.types import TFServingError
+from tfserving_wire.model_status import VERSION_STATES
 
 log = logging.getLogger(__name__)
-
-
-def serving_version(statuses: list[VersionStatus]) -> int | None:
-    """The version TF Serving uses for unpinned requests: the highest AVAILABLE one."""
-    available = [s.version for s in statuses if s.state == "AVAILABLE"]
-    return max(available) if available else None
 
 
 class StatusCollector:
     name = "status"
 
     def __init__(self, protocol: str, versions: Limiter) -> None:
-        self.protocol = protocol
+        self.status_protocol = protocol
         self._versions = versions
 
     def collect(self, scrape: Scrape) -> Iterable[Metric]:
@@ -57,9 +53,7 @@ class StatusCollector:
             labels=["model"])
 
         failures = []
-        results = scrape.map(self.protocol, lambda m: scrape.model_status(self.protocol, m),
-                             scrape.models)
-        for model, result in results:
+        for model, result in scrape.model_statuses().items():
             if isinstance(result, TFServingError) and result.code == "NOT_FOUND":
                 available.add_metric([model], 0)
                 continue
@@ -73,10 +67,10 @@ class StatusCollector:
                     state.add_metric([model, version, name], 1 if status.state == name else 0)
                 if status.error_code != "OK":
                     error.add_metric([model, version, clip_text(status.error_code, 64)], 1)
-            current = serving_version(result)
-            if current is not None:
-                serving.add_metric([model], current)
-            available.add_metric([model], sum(s.state == "AVAILABLE" for s in result))
+            loaded = available_versions(result)
+            if loaded:
+                serving.add_metric([model], loaded[0])  # what unpinned requests get
+            available.add_metric([model], len(loaded))
 
         yield from (state, error, serving, available)
         if failures:

@@ -7,11 +7,12 @@ from typing import Callable
 
 import grpc
 
-from exporter.tfserving import protos, tensor_proto
-from exporter.tfserving.deadline import Deadline
 from exporter.files import SMALL_FILE_MAX_BYTES, read_regular_file
-from exporter.tfserving.types import (SignatureMap, TensorSpec, TFServingError, VersionStatus,
+from exporter.tfserving.deadline import Deadline
+from exporter.tfserving.types import (SignatureMap, TensorSpec, TFServingError,
                                       convert_signatures, first_names, parse_version)
+from tfserving_wire import protos, tensor_proto
+from tfserving_wire.model_status import VersionStatus
 
 PROTOCOL = "grpc"
 # What one reply may bring: gRPC's own default, which TF Serving clients live with. Status and

@@ -14,8 +14,9 @@ from urllib.parse import quote
 
 from exporter.tfserving import http_client
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.types import (SignatureMap, TensorSpec, TFServingError, VersionStatus,
+from exporter.tfserving.types import (SignatureMap, TensorSpec, TFServingError,
                                       convert_signatures, first_names, parse_version)
+from tfserving_wire.model_status import VersionStatus
 
 PROTOCOL = "rest"
 # Per kind of reply. A real status reply is a few hundred bytes per version; a metadata reply

@@ -7,12 +7,6 @@ from dataclasses import dataclass
 
 from exporter.textclip import clip_text
 
-# The signature TF Serving uses when a request names none.
-DEFAULT_SIGNATURE = "serving_default"
-
-# ModelVersionStatus.State names, in lifecycle order (UNKNOWN is never produced by the server).
-VERSION_STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
-
 # Error codes that mean "TF Serving answered": anything else is a transport-level failure.
 _UNREACHABLE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CONNECTION", "TIMEOUT"})
 
@@ -37,14 +31,6 @@ def parse_version(raw: object) -> int:
         shown = raw if raw.bit_length() <= 64 else f"of {raw.bit_length()} bits"
         raise ValueError(f"version {shown} is outside 0..2^63-1")
     return raw
-
-
-@dataclass(frozen=True)
-class VersionStatus:
-    version: int
-    state: str
-    error_code: str = "OK"
-    error_message: str = ""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from exporter.canary.compare import Comparison, OutputStats, compare
-from exporter.canary.records import Tolerance
+from exporter.canary.golden_types import Tolerance
 
 NAN, INF = float("nan"), float("inf")
 TIGHT = Tolerance(atol=1e-6, rtol=1e-6)

@@ -11,6 +11,7 @@ from exporter.canary.golden import (
     GoldenError, Provenance, SchemaError, Tolerance, golden_document, load_golden, merge_requests,
     parse_rest_predict_reply, write_golden)
 from exporter.tfserving.types import TensorSpec
+from tests.helpers import files_named, problems_raised
 
 TESTDATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "testdata", "golden")
 VALID_FILES = {"valid.json", "valid_classifier.json"}
@@ -245,9 +246,7 @@ def in_testdata(monkeypatch):
 
 
 def problems_of(path):
-    with pytest.raises(GoldenError) as caught:
-        load_golden(path)
-    return caught.value.problems
+    return problems_raised(GoldenError, load_golden, path)
 
 
 # ---- validation -----------------------------------------------------------------------------
@@ -258,8 +257,7 @@ def test_invalid_file_reports_exactly_its_problems(in_testdata, name):
 
 
 def test_every_testdata_file_is_covered_by_a_test():
-    on_disk = {name for name in os.listdir(TESTDATA) if name.endswith(".json")}
-    assert on_disk == set(INVALID_FILES) | VALID_FILES
+    assert files_named(TESTDATA, ".json") == set(INVALID_FILES) | VALID_FILES
 
 
 def test_several_problems_are_reported_at_once_one_per_line(in_testdata):

@@ -138,12 +138,14 @@ def check_service_monitor(obj: dict[str, Any], rendered: Rendered,
         problems.append(f"ServiceMonitor selects {len(services)} rendered Services, want 1")
         return problems
     ports = {port["name"] for port in services[0]["spec"]["ports"]}
-    endpoints = obj["spec"].get("endpoints") or []
-    if not endpoints:
-        problems.append("ServiceMonitor.spec.endpoints is empty")
+    return problems + _endpoints(obj, "ServiceMonitor", "endpoints", ENDPOINT_FIELDS, ports)
+
+
+def _endpoints(obj: dict[str, Any], kind: str, key: str, fields, ports: set[str]) -> list[str]:
+    endpoints = obj["spec"].get(key) or []
+    problems = [] if endpoints else [f"{kind}.spec.{key} is empty"]
     for index, endpoint in enumerate(endpoints):
-        problems += _endpoint(f"ServiceMonitor.spec.endpoints[{index}]", endpoint,
-                              ENDPOINT_FIELDS, ports)
+        problems += _endpoint(f"{kind}.spec.{key}[{index}]", endpoint, fields, ports)
     return problems
 
 
@@ -156,13 +158,8 @@ def check_pod_monitor(obj: dict[str, Any], pod_labels: dict[str, str], pod_ports
     if not _matches(selector, pod_labels):
         problems.append(f"PodMonitor selector {selector} does not match the pods' labels "
                         f"{pod_labels}")
-    endpoints = obj["spec"].get("podMetricsEndpoints") or []
-    if not endpoints:
-        problems.append("PodMonitor.spec.podMetricsEndpoints is empty")
-    for index, endpoint in enumerate(endpoints):
-        problems += _endpoint(f"PodMonitor.spec.podMetricsEndpoints[{index}]", endpoint,
-                              POD_ENDPOINT_FIELDS, pod_ports)
-    return problems
+    return problems + _endpoints(obj, "PodMonitor", "podMetricsEndpoints", POD_ENDPOINT_FIELDS,
+                                 pod_ports)
 
 
 def check_prometheus_rule(obj: dict[str, Any]) -> list[str]:

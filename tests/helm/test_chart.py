@@ -184,7 +184,7 @@ def test_serving_mode_runs_tfserving_with_its_monitoring_config():
 
 
 def test_models_config_parses_as_tfserving_model_server_config():
-    from exporter.tfserving import protos
+    from tfserving_wire import protos
     from google.protobuf import text_format
 
     rendered = render(values_file(os.path.join(CHART_DIR, "ci", "model-pvc-values.yaml")))
@@ -440,14 +440,20 @@ def test_example_chart_renders_valid_objects(tmp_path):
     assert service["spec"]["selector"].items() <= pods[0]["metadata"]["labels"].items()
 
 
-def test_sidecar_templates_refuse_a_context_without_the_charts_values(tmp_path):
+def _example_passing_context(tmp_path, context: str) -> str:
+    """The parent-chart example, its deployment handing ``context`` to the sidecar templates."""
     chart_dir = example_chart(tmp_path)
     path = os.path.join(chart_dir, "templates", "deployment.yaml")
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text.replace('{{- $exporter := index .Subcharts "tfserving-exporter" }}',
-                                  "{{- $exporter := dict \"Values\" dict }}"))
+                                  "{{- $exporter := %s }}" % context))
+    return chart_dir
+
+
+def test_sidecar_templates_refuse_a_context_without_the_charts_values(tmp_path):
+    chart_dir = _example_passing_context(tmp_path, 'dict "Values" dict')
     errors = helm().errors
     with pytest.raises(errors.HelmRenderError) as caught:
         render(chart_dir=chart_dir)
@@ -455,13 +461,7 @@ def test_sidecar_templates_refuse_a_context_without_the_charts_values(tmp_path):
 
 
 def test_sidecar_templates_accept_the_parents_own_context(tmp_path):
-    chart_dir = example_chart(tmp_path)
-    path = os.path.join(chart_dir, "templates", "deployment.yaml")
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text.replace('{{- $exporter := index .Subcharts "tfserving-exporter" }}',
-                                  "{{- $exporter := . }}"))
+    chart_dir = _example_passing_context(tmp_path, ".")
     with_parent = render(chart_dir=chart_dir)
     assert [c["name"] for c in exporter_pods(with_parent)[0]["spec"]["containers"]] == [
         "tfserving", EXPORTER_CONTAINER]

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from exporter.demo import DEMO_GOLDEN_DIR
 from tests.helm.rendering import (CHART_DIR, CI_VALUES, EXPORTER_CONTAINER, ROOT, Rendered,
                                   ci_id, container, example_chart, exporter_pods, render,
                                   values_file)
+from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
 
 CONFIG_MOUNT = "/etc/tfserving-exporter"
 CASES_WITH_GOLDEN_FILES = ("canary-golden-inline", "canary-existing-configmap", "canary-volume")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import shutil
 from typing import Any, Iterator
 
 import pytest
-import yaml
 
-from tests.helm.rendering import CHART_DIR, ROOT, load_chart, read_values_yaml
+from tests.helm.rendering import (CHART_DIR, EXPORTER_CONTAINER, ROOT, container, example_chart,
+                                  exporter_pods, load_chart, read_values_yaml, render,
+                                  render_error)
 
 SCRIPT = os.path.join(ROOT, "scripts", "sync_chart_files.py")
 
@@ -72,8 +72,11 @@ def test_sync_script_copies_removes_and_checks(tmp_path, monkeypatch, capsys):
         monkeypatch.setattr(module, name, str(tmp_path / relative))
     for name, relative in (("CHART", ""), ("RULES_COPY", "files/tfserving.rules.yaml"),
                            ("DASHBOARDS_COPY", "files/dashboards"), ("VALUES", "values.yaml"),
-                           ("SCHEMA", "values.schema.json"), ("README", "README.md")):
+                           ("SCHEMA", "values.schema.json"), ("README", "README.md"),
+                           ("HELPERS", "templates/_helpers.tpl")):
         monkeypatch.setattr(module, name, str(chart / relative) if relative else str(chart))
+    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path / "README.md")
+    monkeypatch.setattr(module, "CONFIG_README", str(tmp_path / "README.md"))
     # The README quotes the example chart by repository path.
     shutil.copytree(os.path.join(ROOT, "helm", "examples"), tmp_path / "helm" / "examples")
 
@@ -152,15 +155,65 @@ def test_schema_config_section_follows_the_exporters_settings():
     assert paths == {setting.path for setting in SCHEMA}
 
 
-def test_flag_owned_settings_match_the_template_and_have_flags():
-    from exporter.config import FLAG_FOR_FIELD
+def _settings_passed_as_flags(rendered) -> set[str]:
+    from exporter.config import FIELD_FOR_FLAG
 
-    with open(os.path.join(CHART_DIR, "templates", "_helpers.tpl"), encoding="utf-8") as handle:
-        helpers = handle.read()
-    body = re.search(r'define "tfserving-exporter.flagOwnedSettings" -}}\n(.*?)\n\{\{- end',
-                     helpers, re.S).group(1)
-    assert yaml.safe_load(body) == sync_module().FLAG_OWNED
-    assert set(sync_module().FLAG_OWNED) <= set(FLAG_FOR_FIELD)
+    [pod] = exporter_pods(rendered)
+    passed = set()
+    for arg in container(pod, EXPORTER_CONTAINER)["args"]:
+        flag = arg.split("=", 1)[0].replace("--no-", "--", 1)
+        if flag != "--config.file":
+            passed.add(FIELD_FOR_FLAG[flag])
+    return passed
+
+
+def test_the_chart_refuses_exactly_the_settings_it_passes_as_flags(tmp_path):
+    from exporter.config import SCHEMA
+
+    owned = set(sync_module().flag_owned_settings())
+    # Every flag-passing branch of the chart's exporter args: both modes, with golden sets,
+    # models.config and TF Serving's page path (sidecar-only passes it only when set).
+    passed = {
+        "serving": _settings_passed_as_flags(render({"canary": {"existingConfigMap": "g"}})),
+        # The example chart has golden sets and models.config in sidecar-only mode.
+        "sidecar-only": _settings_passed_as_flags(render(
+            {"tfserving-exporter": {"exporter": {"nativeCollector": {
+                "metricsPath": "/monitoring/prometheus/metrics"}}}},
+            chart_dir=example_chart(tmp_path))),
+    }
+    for mode, settings in passed.items():
+        assert settings <= owned, f"{mode}: passed as flags but not refused in exporter.config"
+    assert set().union(*passed.values()) == owned, "refused in exporter.config, never passed"
+    defaults = {setting.path: setting.default for setting in SCHEMA}
+    for setting in owned:
+        message = render_error({"exporter": {"config": _nested(setting, defaults[setting])}})
+        assert f"exporter.config.{setting} is set by the chart with a command-line flag" in \
+            message, message
+
+
+def _nested(path: str, value: Any) -> dict[str, Any]:
+    *sections, leaf = path.split(".")
+    node: dict[str, Any] = {leaf: value}
+    for section in reversed(sections):
+        node = {section: node}
+    return node
+
+
+def test_flag_owned_settings_are_read_from_the_template_only(tmp_path, monkeypatch):
+    module = sync_module()
+    helpers = tmp_path / "_helpers.tpl"
+    with open(module.HELPERS, encoding="utf-8") as handle:
+        text = handle.read()
+    helpers.write_text(text.replace("web.listen_address: exporter.port\n", ""))
+    monkeypatch.setattr(module, "HELPERS", str(helpers))
+    assert "web.listen_address" not in module.flag_owned_settings()
+    listen = module.config_schema()["properties"]["web"]["properties"]["listen_address"]
+    assert not listen["description"].startswith("Set by the chart with a flag")
+    helpers.write_text(text.replace("web.listen_address: exporter.port",
+                                    "web.listen_adress: exporter.port"))
+    with pytest.raises(SystemExit, match="names settings the exporter does not have: "
+                                         "web.listen_adress"):
+        module.config_schema()
 
 
 def test_readme_lists_every_value_with_its_default():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.simulator.app import Simulator, SimulatorOptions
-from exporter.simulator.demo_models import write_half_plus_two, write_image_classifier
+from tfserving_simulator.app import Simulator, SimulatorOptions
+from tfserving_simulator.demo_models import write_half_plus_two, write_image_classifier
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
 MONITORING_CONFIG = 'prometheus_config {\n  enable: true,\n  path: "%s"\n}\n' % METRICS_PATH

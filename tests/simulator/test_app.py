@@ -10,11 +10,11 @@ import sys
 import pytest
 import requests
 
-from exporter.simulator.app import Simulator, SimulatorOptions, SimulatorStartError
-from exporter.simulator.demo_models import write_broken_version, write_half_plus_two
-from exporter.simulator.flags import FlagError, parse_flags, validate
-from exporter.simulator.monitoring_config import parse_monitoring_config
 from tests.helpers import free_port, wait_until
+from tfserving_simulator.app import Simulator, SimulatorOptions, SimulatorStartError
+from tfserving_simulator.demo_models import write_broken_version, write_half_plus_two
+from tfserving_simulator.flags import FlagError, parse_flags, validate
+from tfserving_simulator.monitoring_config import parse_monitoring_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 5
@@ -95,7 +95,7 @@ def test_rest_is_off_unless_a_port_is_given(tmp_path):
 
 
 def _spawn(*argv: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "exporter.simulator", *argv], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "tfserving_simulator", *argv], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -149,8 +149,8 @@ def test_cli_version():
 
 
 def test_help_lists_every_supported_flag_with_its_default(capsys):
-    from exporter.simulator import flags
-    from exporter.simulator.app import main
+    from tfserving_simulator import flags
+    from tfserving_simulator.app import main
 
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
@@ -161,8 +161,8 @@ def test_help_lists_every_supported_flag_with_its_default(capsys):
 def test_a_taken_grpc_port_is_a_clear_start_error(tmp_path):
     import socket
 
-    from exporter.simulator.app import Simulator, SimulatorOptions, SimulatorStartError
-    from exporter.simulator.demo_models import write_half_plus_two
+    from tfserving_simulator.app import Simulator, SimulatorOptions, SimulatorStartError
+    from tfserving_simulator.demo_models import write_half_plus_two
 
     write_half_plus_two(str(tmp_path / "hpt"), 1)
     with socket.socket() as taken:

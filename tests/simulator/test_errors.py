@@ -3,7 +3,7 @@
 import grpc
 import pytest
 
-from exporter.simulator.errors import (ServingError, code_number, grpc_code, http_status,
+from tfserving_simulator.errors import (ServingError, code_number, grpc_code, http_status,
                                        truncate_grpc_message)
 
 

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from exporter.simulator.errors import ServingError
-from exporter.simulator.faults import FaultConfigError, FaultRule, Faults, read_fault_file
 from tests.helpers import wait_until
+from tfserving_simulator.errors import ServingError
+from tfserving_simulator.faults import FaultConfigError, FaultRule, Faults, read_fault_file
 
 
 def run_in_thread(call):

@@ -6,8 +6,8 @@ import grpc
 import pytest
 from google.protobuf import text_format
 
-from exporter.simulator.faults import FaultRule
-from exporter.tfserving import protos
+from tfserving_simulator.faults import FaultRule
+from tfserving_wire import protos
 
 TIMEOUT = 5
 

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from exporter.simulator import demo_models
-from exporter.simulator.errors import ServingError
-from exporter.simulator.server_core import (ModelConfig, ServerCore, VersionPolicy,
-                                            VersionStatus, parse_model_config_text)
-from exporter.simulator.tf_metrics import ServingMetrics
 from tests.helpers import wait_until
+from tfserving_simulator import demo_models
+from tfserving_simulator.errors import ServingError
+from tfserving_simulator.server_core import (ModelConfig, ServerCore, VersionPolicy,
+                                            VersionStatus, parse_model_config_text)
+from tfserving_simulator.tf_metrics import ServingMetrics
 
 NOT_A_SAVED_MODEL = ("Specified file path does not appear to contain a SavedModel bundle "
                      "(should have a file called `saved_model.pb`)\nSpecified file path: {}")

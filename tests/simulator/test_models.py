@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from exporter.simulator import demo_models
-from exporter.simulator.errors import ServingError
-from exporter.simulator.faults import FaultRule, Faults
-from exporter.simulator.models import (HalfPlusTwo, ImageClassifier, Servable, TensorInfo,
+from tfserving_simulator import demo_models
+from tfserving_simulator.errors import ServingError
+from tfserving_simulator.faults import FaultRule, Faults
+from tfserving_simulator.models import (HalfPlusTwo, ImageClassifier, Servable, TensorInfo,
                                        load_program, read_model_spec)
-from exporter.simulator.tf_metrics import ServingMetrics
-from exporter.tfserving import protos
+from tfserving_simulator.tf_metrics import ServingMetrics
+from tfserving_wire import protos
 
 
 def f32(values):

@@ -7,8 +7,8 @@ import re
 import grpc
 import requests
 
-from exporter.tfserving import protos
 from tests.simulator.conftest import METRICS_PATH, start_simulator
+from tfserving_wire import protos
 
 TIMEOUT = 5
 E33_LIMITS = ["10", "18", "32.4", "58.32", "104.976", "188.957", "340.122", "612.22", "1102",

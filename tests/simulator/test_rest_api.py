@@ -5,12 +5,13 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+from pathlib import Path
 
 import pytest
 import requests
 
-from exporter.simulator.faults import FaultRule
 from tests.simulator.conftest import start_simulator
+from tfserving_simulator.faults import FaultRule
 
 TIMEOUT = 5
 
@@ -31,30 +32,15 @@ def error_json(message: str) -> bytes:
 
 
 HP2 = "/v1/models/half_plus_two"
+# Requests to half_plus_two and the exact bytes TF Serving answers them with (its REST API's
+# rapidjson layout), as data: path, request body, reply body.
+CANONICAL_PAIRS = json.loads((Path(__file__).parent.parent / "testdata" / "simulator"
+                              / "rest_canonical_pairs.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("path, body, expected", [
-    (HP2 + ":predict", b'{"instances": [1.0, 2.0, 5.0]}',
-     b'{\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}'),
-    (HP2 + ":predict", b'{"instances": [2.0, 3.0, 4.0]}',
-     b'{\n    "predictions": [3.0, 3.5, 4.0\n    ]\n}'),
-    (HP2 + ":predict", b'{"inputs": [2.0, 3.0, 4.0]}',
-     b'{\n    "outputs": [\n        3.0,\n        3.5,\n        4.0\n    ]\n}'),
-    (HP2 + ":predict", b'{"instances": [[1.0, 2.0], [3.0, 4.0]]}',
-     b'{\n    "predictions": [[2.5, 3.0], [3.5, 4.0]\n    ]\n}'),
-    (HP2 + "/versions/123:predict", b'{"signature_name": "", "instances": [2.0]}',
-     b'{\n    "predictions": [3.0\n    ]\n}'),
-    (HP2 + ":classify", b'{"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}',
-     b'{\n    "results": [[["", 3.0]]\n    ]\n}'),
-    (HP2 + ":classify", b'{"signature_name": "classify_x_to_y", "examples": [{"x": 20.0}]}',
-     b'{\n    "results": [[["", 12.0]]\n    ]\n}'),
-    (HP2 + ":regress", b'{"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]}',
-     b'{\n    "results": [3.0]\n}'),
-    (HP2 + ":regress", b'{"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]}',
-     b'{\n    "results": [42.0]\n}'),
-    (HP2 + ":regress", b'{"signature_name": "regress_x_to_y2", "examples": [{"x": 2.0}]}',
-     b'{\n    "results": [4.0]\n}'),
-])
+    pytest.param(pair["path"], pair["body"].encode(), pair["reply"].encode(), id=str(index))
+    for index, pair in enumerate(CANONICAL_PAIRS)])
 def test_canonical_pairs_have_exact_bytes(simulator, path, body, expected):
     status, reason, headers, payload = raw_request(simulator.rest_port, "POST", path, body)
     assert (status, reason, payload) == (200, "OK", expected)

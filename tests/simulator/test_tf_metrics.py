@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.simulator import tf_metrics
-from exporter.simulator.tf_metrics import Registry, ServingMetrics, format_g
+from tfserving_simulator import tf_metrics
+from tfserving_simulator.tf_metrics import Registry, ServingMetrics, format_g
 
 # The sample page of docs/tfserving-behaviour.md §5.6 (tests/testdata/native/SOURCES.md).
 SAMPLE = Path(__file__).resolve().parent.parent / "testdata" / "native" / "reference-sample.txt"

@@ -113,6 +113,8 @@ Exporter configuration
 ----------------------
 Settings the chart passes as flags, so that they follow the pod's layout. Setting them in
 `exporter.config` as well would be silently overridden; the chart refuses it instead.
+This is the one list: scripts/sync_chart_files.py reads it for values.schema.json, and a test
+checks that it names exactly the settings `tfserving-exporter.exporterArgs` passes as flags.
 */}}
 {{- define "tfserving-exporter.flagOwnedSettings" -}}
 tfserving.grpc_address: exporter.tfserving.grpcAddress

@@ -13,13 +13,13 @@ from typing import Callable, TypeVar
 
 from google.protobuf import text_format
 
-from exporter.simulator.errors import ServingError
-from exporter.simulator.models import SignatureDef, TensorInfo
-from exporter.tfserving import protos
+from tfserving_simulator.errors import ServingError
+from tfserving_simulator.models import SignatureDef, TensorInfo
+from tfserving_wire import protos
+from tfserving_wire.model_status import DEFAULT_SIGNATURE
 
 T = TypeVar("T")
 
-DEFAULT_SIGNATURE = "serving_default"
 # TensorFlow's DirectSession wording when RunOptions.timeout_in_ms expires.
 SESSION_TIMEOUT_MESSAGE = "Timed out waiting for notification"
 

@@ -26,17 +26,17 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from exporter.simulator import flags as flags_module
-from exporter.simulator.errors import ServingError
-from exporter.simulator.faults import FaultConfigError, Faults
-from exporter.simulator.grpc_api import GrpcApiOptions, GrpcServer
-from exporter.simulator.model_config import ModelConfig, parse_model_config_text
-from exporter.simulator.monitoring_config import read_monitoring_config
-from exporter.simulator.rest_api import RestApi, RestApiOptions
-from exporter.simulator.rest_server import MetricsPage, RestServer
-from exporter.simulator.server_core import ServerCore
-from exporter.simulator.ssl_config import server_credentials
-from exporter.simulator.tf_metrics import ServingMetrics
+from tfserving_simulator import flags as flags_module
+from tfserving_simulator.errors import ServingError
+from tfserving_simulator.faults import FaultConfigError, Faults
+from tfserving_simulator.grpc_api import GrpcApiOptions, GrpcServer
+from tfserving_simulator.monitoring_config import read_monitoring_config
+from tfserving_simulator.rest_api import RestApi, RestApiOptions
+from tfserving_simulator.rest_server import MetricsPage, RestServer
+from tfserving_simulator.server_config import ModelConfig, parse_model_config_text
+from tfserving_simulator.server_core import ServerCore
+from tfserving_simulator.ssl_config import server_credentials
+from tfserving_simulator.tf_metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def _read_text(path: str) -> str:
 # --- CLI ------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """``tfserving-exporter simulate`` / ``python -m exporter.simulator``: runs until SIGINT
+    """``tfserving-exporter simulate`` / ``python -m tfserving_simulator``: runs until SIGINT
     or SIGTERM, then stops cleanly (0). Flag errors exit 1, startup failures 255."""
     argv = sys.argv[1:] if argv is None else argv
     if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv):

@@ -82,29 +82,20 @@ class _LazyModule:
         return f"<lazy proto module {self._module_name}>"
 
 
-_API = "tensorflow_serving.apis."
-predict_pb2 = _LazyModule(_API + "predict_pb2")
-classification_pb2 = _LazyModule(_API + "classification_pb2")
-regression_pb2 = _LazyModule(_API + "regression_pb2")
-inference_pb2 = _LazyModule(_API + "inference_pb2")
-input_pb2 = _LazyModule(_API + "input_pb2")
-model_pb2 = _LazyModule(_API + "model_pb2")
-get_model_status_pb2 = _LazyModule(_API + "get_model_status_pb2")
-get_model_metadata_pb2 = _LazyModule(_API + "get_model_metadata_pb2")
-model_management_pb2 = _LazyModule(_API + "model_management_pb2")
-status_pb2 = _LazyModule(_API + "status_pb2")
-prediction_service_pb2_grpc = _LazyModule(_API + "prediction_service_pb2_grpc")
-model_service_pb2_grpc = _LazyModule(_API + "model_service_pb2_grpc")
-model_server_config_pb2 = _LazyModule("tensorflow_serving.config.model_server_config_pb2")
-
-_TF = "tensorflow.core."
-tensor_pb2 = _LazyModule(_TF + "framework.tensor_pb2")
-tensor_shape_pb2 = _LazyModule(_TF + "framework.tensor_shape_pb2")
-types_pb2 = _LazyModule(_TF + "framework.types_pb2")
-example_pb2 = _LazyModule(_TF + "example.example_pb2")
-feature_pb2 = _LazyModule(_TF + "example.feature_pb2")
-meta_graph_pb2 = _LazyModule(_TF + "protobuf.meta_graph_pb2")
-error_codes_pb2 = _LazyModule(_TF + "protobuf.error_codes_pb2")
+# The modules this project uses, by package; each becomes an attribute of this module
+# (``protos.predict_pb2``) that imports on first use.
+_MODULES_BY_PACKAGE = {
+    "tensorflow_serving.apis": (
+        "predict_pb2", "classification_pb2", "regression_pb2", "inference_pb2", "input_pb2",
+        "model_pb2", "get_model_status_pb2", "get_model_metadata_pb2", "model_management_pb2",
+        "status_pb2", "prediction_service_pb2_grpc", "model_service_pb2_grpc"),
+    "tensorflow_serving.config": ("model_server_config_pb2",),
+    "tensorflow.core.framework": ("tensor_pb2", "tensor_shape_pb2", "types_pb2"),
+    "tensorflow.core.example": ("example_pb2", "feature_pb2"),
+    "tensorflow.core.protobuf": ("meta_graph_pb2", "error_codes_pb2"),
+}
+globals().update({name: _LazyModule(f"{package}.{name}")
+                  for package, names in _MODULES_BY_PACKAGE.items() for name in names})
 
 
 def load_all() -> None:

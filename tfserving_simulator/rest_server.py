@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import unquote
 
-from exporter.simulator.errors import ServingError
-from exporter.simulator.rest_api import REST_PATH, RestApi
+from tfserving_simulator.errors import ServingError
+from tfserving_simulator.rest_api import REST_PATH, RestApi
 
 log = logging.getLogger(__name__)
 

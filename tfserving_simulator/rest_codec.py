@@ -3,23 +3,23 @@
 Requests: predict bodies in row (``instances``) or columnar (``inputs``) format become numpy
 arrays typed by the signature; classify/regress bodies become tf.Example feature dicts typed by
 the JSON token. Responses: numpy outputs and classify/regress results become the exact bytes
-TF Serving writes (see :mod:`exporter.simulator.rapidjson` for the layout).
+TF Serving writes (see :mod:`tfserving_simulator.rapidjson` for the layout).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from exporter.simulator import rapidjson
-from exporter.simulator.errors import ServingError
-from exporter.simulator.models import Feature, TensorInfo
-from exporter.simulator.rapidjson import JsonObject, value_to_string
+from tfserving_simulator import rapidjson
+from tfserving_simulator.errors import ServingError
+from tfserving_simulator.models import Feature, TensorInfo
+from tfserving_simulator.rapidjson import JsonObject, value_to_string
+from tfserving_wire.json_values import decode_b64, dense_shape
 
 ROW = "row"
 COLUMNAR = "columnar"
@@ -79,19 +79,18 @@ def _lossy_error(value, target: str) -> ServingError:
                     " without loss of precision.")
 
 
+# Float dtypes: significand bits, numpy type, name in "Cannot convert ... losslessly to <name>".
+_FLOATS = {"DT_FLOAT": (24, np.float32, "float"), "DT_DOUBLE": (53, np.float64, "double")}
+
+
 def _scalar(value, dtype: str):
     """One JSON leaf as a value of ``dtype`` (``AddValueToTensor``)."""
-    if dtype == "DT_FLOAT":
+    if dtype in _FLOATS:
+        mantissa_bits, numpy_type, name = _FLOATS[dtype]
         if not _is_number(value):
             raise _type_error(value, dtype)
-        if not _is_lossless(value, 24, float(np.finfo(np.float32).max)):
-            raise _lossy_error(value, "float")
-        return float(value)
-    if dtype == "DT_DOUBLE":
-        if not _is_number(value):
-            raise _type_error(value, dtype)
-        if not _is_lossless(value, 53, float(np.finfo(np.float64).max)):
-            raise _lossy_error(value, "double")
+        if not _is_lossless(value, mantissa_bits, float(np.finfo(numpy_type).max)):
+            raise _lossy_error(value, name)
         return float(value)
     integer_ranges = {"DT_INT32": _INT32, "DT_INT16": _INT32, "DT_INT8": _INT32,
                       "DT_UINT8": _INT32, "DT_INT64": _INT64, "DT_UINT32": _UINT32,
@@ -121,23 +120,10 @@ def _decode_base64_object(value) -> bytes:
     if not _is_base64_object(value):
         raise _invalid("JSON Value: ", value_to_string(value),
                        " not formatted correctly for base64 data")
-    text = value[0][1].strip()
     try:
-        # absl::Base64Unescape accepts text without its '=' padding.
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
+        return decode_b64(value[0][1])
+    except ValueError:
         raise _invalid("Unable to base64 decode") from None
-
-
-def _dense_shape(value) -> list[int]:
-    """``GetDenseTensorShape``: sizes along the first element of each nesting level."""
-    shape = []
-    while isinstance(value, list):
-        shape.append(len(value))
-        if not value:
-            break
-        value = value[0]
-    return shape
 
 
 def _fill(value, level: int, shape: list[int], dtype: str, out: list) -> None:
@@ -170,7 +156,7 @@ class _Tensor:
 
 
 def _to_tensor(value, dtype: str) -> _Tensor:
-    shape = _dense_shape(value)
+    shape = dense_shape(value)
     values: list = []
     _fill(value, 0, shape, dtype, values)
     return _Tensor(shape, values)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import grpc
 
-from exporter.simulator.errors import ServingError
-from exporter.simulator.monitoring_config import parse_flat_message
+from tfserving_simulator.errors import ServingError
+from tfserving_simulator.monitoring_config import parse_flat_message
 
 _FIELDS = {"server_key": "string", "server_cert": "string", "custom_ca": "string",
            "client_verify": "bool"}

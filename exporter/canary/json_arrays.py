@@ -2,7 +2,7 @@
 
 A JSON tensor is a rectangular nested list whose leaves are numbers (the ``NaN``/``Infinity``
 tokens included), booleans, strings or ``{"b64": "..."}`` objects. Unlike the simulator's
-``json_tensor`` (which types values from a signature and mimics TF Serving's error texts), this
+``rest_codec`` (which types values from a signature and mimics TF Serving's error texts), this
 module knows no signature: it infers the kind from the first leaf and reports every problem with
 the path of the offending value, for golden files and replies.
 
@@ -14,11 +14,12 @@ because TF Serving hands both back as the same DT_STRING bytes.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Callable
 
 import numpy as np
+
+from tfserving_wire.json_values import decode_b64, dense_shape
 
 # Deeper nesting than this is no real tensor, and the cap keeps recursion bounded on any input.
 MAX_RANK = 32
@@ -30,33 +31,21 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 _UINT64_MAX = (1 << 64) - 1
 
 
+# In this order: bool is an int to Python, and not a number to JSON.
+_JSON_TYPE_NAMES = ((type(None), "null"), (bool, "boolean"), ((int, float), "number"),
+                    (str, "string"), (list, "list"), (dict, "object"))
+
+
 def json_type_name(value) -> str:
     """The JSON name of a parsed value, for messages ("got string")."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return next((name for kind, name in _JSON_TYPE_NAMES if isinstance(value, kind)),
+                type(value).__name__)
 
 
 def is_b64_object(value) -> bool:
     """TF Serving treats an object whose only key is "b64" as a binary value, not as named
     inputs/outputs."""
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
-
-
-def decode_b64(text: str) -> bytes:
-    """Base64 as TF Serving accepts it (absl's decoder does not insist on '=' padding)."""
-    text = text.strip()
-    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
 def shape_text(shape) -> str:
@@ -73,18 +62,6 @@ def kind_of_array(array: np.ndarray) -> str | None:
     if kind in "OUS":
         return STRING
     return None
-
-
-def _leading_shape(value) -> list[int]:
-    """Sizes along the first element of each nesting level (TF's GetDenseTensorShape), capped
-    one level past MAX_RANK so the caller can report the excess."""
-    shape: list[int] = []
-    while isinstance(value, list) and len(shape) <= MAX_RANK:
-        shape.append(len(value))
-        if not value:
-            break
-        value = value[0]
-    return shape
 
 
 class _Collector:
@@ -137,7 +114,7 @@ class _Collector:
                 return None, None
             try:
                 return STRING, decode_b64(text)
-            except (binascii.Error, ValueError):
+            except ValueError:
                 self.problem(where, "invalid base64 in {\"b64\": ...}")
                 return None, None
         expected = f"a {self.kind}" if self.kind else "a number, boolean, string or {\"b64\": ...}"
@@ -177,7 +154,7 @@ def json_to_array(value, field: str, problems: list[str], *, canonical: bool = T
     if not value:
         problems.append(f"{field}: must not be empty")
         return None
-    example_shape = _leading_shape(value[0])
+    example_shape = dense_shape(value[0], MAX_RANK)
     if len(example_shape) >= MAX_RANK:
         problems.append(f"{field}: nested deeper than {MAX_RANK} levels")
         return None
@@ -185,7 +162,7 @@ def json_to_array(value, field: str, problems: list[str], *, canonical: bool = T
     before = len(problems)
     for index, example in enumerate(value):
         where = example_path(index)
-        shape = _leading_shape(example)
+        shape = dense_shape(example, MAX_RANK)
         if shape != example_shape:
             out.problem(where, f"shape {shape_text(shape)} differs from example 0's shape "
                                f"{shape_text(example_shape)}")

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import text_format
 
-from exporter.simulator import inference
-from exporter.simulator.errors import ServingError, grpc_code, truncate_grpc_message
-from exporter.simulator.model_config import model_configs_from_proto
-from exporter.tfserving import protos, tensor_proto
+from tfserving_simulator import inference
+from tfserving_simulator.errors import ServingError, grpc_code, truncate_grpc_message
+from tfserving_simulator.models import example_features
+from tfserving_simulator.server_config import model_configs_from_proto
+from tfserving_wire import protos, tensor_proto
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +96,12 @@ def _examples(request_input) -> tuple[list[dict], dict | None]:
         examples, context = request_input.example_list.examples, None
     elif kind == "example_list_with_context":
         examples = request_input.example_list_with_context.examples
-        context = _features(request_input.example_list_with_context.context)
+        context = example_features(request_input.example_list_with_context.context)
     else:
         examples, context = [], None
     if not examples:
         raise ServingError("INVALID_ARGUMENT", "Input is empty.")
-    return [_features(example) for example in examples], context
-
-
-def _features(example) -> dict:
-    features = {}
-    for name, feature in example.features.feature.items():
-        kind = feature.WhichOneof("kind")
-        if kind == "int64_list":
-            features[name] = ("int64", list(feature.int64_list.value))
-        elif kind == "bytes_list":
-            features[name] = ("bytes", list(feature.bytes_list.value))
-        else:
-            features[name] = ("float", list(feature.float_list.value) if kind else [])
-    return features
+    return [example_features(example) for example in examples], context
 
 
 def _set_diff_text(values) -> str:
@@ -199,43 +187,47 @@ class PredictionServicer(protos.prediction_service_pb2_grpc.PredictionServiceSer
         return self._inference("Predict", request, context, work)
 
     def Classify(self, request, context):
-        def work():
-            _require_model_spec(request)
-            servable = self._backend.servable(request.model_spec)
-            inference.classification_signature(servable.signatures,
-                                               request.model_spec.signature_name)
-            name = inference.signature_name_or_default(request.model_spec.signature_name)
-            examples, example_context = _examples(request.input)
-            results = self._run("classify", servable, context, lambda: servable.classify(
-                name, examples, example_context))
+        def respond(results):
             response = protos.classification_pb2.ClassificationResponse()
             for classes in results:
                 classification = response.result.classifications.add()
                 for label, score in classes:
                     entry = classification.classes.add()
                     entry.label, entry.score = label, score
-            _response_model_spec(response.model_spec, servable, name)
             return response
 
-        return self._inference("Classify", request, context, work)
+        return self._examples_call("Classify", request, context,
+                                   inference.classification_signature, respond)
 
     def Regress(self, request, context):
-        def work():
-            _require_model_spec(request)
-            servable = self._backend.servable(request.model_spec)
-            inference.regression_signature(servable.signatures,
-                                           request.model_spec.signature_name)
-            name = inference.signature_name_or_default(request.model_spec.signature_name)
-            examples, example_context = _examples(request.input)
-            values = self._run("regress", servable, context, lambda: servable.regress(
-                name, examples, example_context))
+        def respond(values):
             response = protos.regression_pb2.RegressionResponse()
             for value in values:
                 response.result.regressions.add().value = value
+            return response
+
+        return self._examples_call("Regress", request, context,
+                                   inference.regression_signature, respond)
+
+    def _examples_call(self, method: str, request, context, check_signature, respond):
+        """Classify and Regress: same steps on tf.Examples, each with its signature rules
+        and reply message."""
+        operation = method.lower()
+
+        def work():
+            _require_model_spec(request)
+            servable = self._backend.servable(request.model_spec)
+            check_signature(servable.signatures, request.model_spec.signature_name)
+            name = inference.signature_name_or_default(request.model_spec.signature_name)
+            examples, example_context = _examples(request.input)
+            run = getattr(servable, operation)
+            results = self._run(operation, servable, context,
+                                lambda: run(name, examples, example_context))
+            response = respond(results)
             _response_model_spec(response.model_spec, servable, name)
             return response
 
-        return self._inference("Regress", request, context, work)
+        return self._inference(method, request, context, work)
 
     def GetModelMetadata(self, request, context):
         # No request metrics for metadata calls (docs/tfserving-behaviour.md §5.5).

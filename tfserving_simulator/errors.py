@@ -12,7 +12,7 @@ TF_CODES = (
     "UNAUTHENTICATED",
 )
 
-# Reference §2.3 (http_server.cc); note FAILED_PRECONDITION is 400, not 412.
+# docs/tfserving-behaviour.md §2.3 (http_server.cc); note FAILED_PRECONDITION is 400, not 412.
 _HTTP_STATUS = {
     "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400,
     "DEADLINE_EXCEEDED": 504, "NOT_FOUND": 404, "ALREADY_EXISTS": 409,
@@ -67,3 +67,14 @@ def truncate_grpc_message(message: str) -> str:
     if len(message) <= GRPC_MESSAGE_LIMIT:
         return message
     return message[:GRPC_MESSAGE_LIMIT] + _TRUNCATION_SUFFIX
+
+
+def check_json_object(raw: object, known: frozenset[str] | set[str], what: str) -> dict:
+    """``raw`` when it is a JSON object whose keys are all ``known``; else ValueError saying
+    what is wrong. For the simulator's own files (fault rules, simulator_model.json)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    return raw

@@ -7,8 +7,8 @@ import os
 import shutil
 import uuid
 
-from exporter.simulator.model_config import ModelConfig
-from exporter.simulator.models import SAVED_MODEL_FILE, SPEC_FILE, SPEC_FORMAT
+from tfserving_simulator.models import SAVED_MODEL_FILE, SPEC_FILE, SPEC_FORMAT
+from tfserving_simulator.server_config import ModelConfig
 
 # Never parsed by the simulator; real SavedModels start with protobuf bytes, this just marks it.
 _SAVED_MODEL_PLACEHOLDER = b"simulated SavedModel: see simulator_model.json\n"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from typing import Callable
 
 _UINT64_MAX = (1 << 64) - 1
 _INT64_MIN_MAGNITUDE = 1 << 63
@@ -149,43 +150,38 @@ class _Parser:
         return value
 
     def object(self, depth: int) -> JsonObject:
-        self.pos += 1
-        members = JsonObject()
+        return self._members(JsonObject(), "}", _MISS_COMMA_OR_CURLY, lambda: self.member(depth))
+
+    def member(self, depth: int) -> tuple[str, object]:
+        if self.peek() != ord('"'):
+            raise JsonParseError(_MISS_NAME, self.pos)
+        name = self.string()
         self.skip_whitespace()
-        if self.consume("}"):
-            return members
-        while True:
-            if self.peek() != ord('"'):
-                raise JsonParseError(_MISS_NAME, self.pos)
-            name = self.string()
-            self.skip_whitespace()
-            if not self.consume(":"):
-                raise JsonParseError(_MISS_COLON, self.pos)
-            self.skip_whitespace()
-            members.append((name, self.value(depth + 1)))
-            self.skip_whitespace()
-            if self.consume(","):
-                self.skip_whitespace()
-            elif self.consume("}"):
-                return members
-            else:
-                raise JsonParseError(_MISS_COMMA_OR_CURLY, self.pos)
+        if not self.consume(":"):
+            raise JsonParseError(_MISS_COLON, self.pos)
+        self.skip_whitespace()
+        return name, self.value(depth + 1)
 
     def array(self, depth: int) -> list:
+        return self._members([], "]", _MISS_COMMA_OR_SQUARE, lambda: self.value(depth + 1))
+
+    def _members(self, into, close: str, missing: str, item: Callable[[], object]):
+        """The items of an object or an array, after its opening character, up to ``close``;
+        ``into`` is a list or a JsonObject; ``missing`` is rapidjson's error when neither ","
+        nor ``close`` follows an item."""
         self.pos += 1
-        items: list = []
         self.skip_whitespace()
-        if self.consume("]"):
-            return items
+        if self.consume(close):
+            return into
         while True:
-            items.append(self.value(depth + 1))
+            into.append(item())
             self.skip_whitespace()
             if self.consume(","):
                 self.skip_whitespace()
-            elif self.consume("]"):
-                return items
+            elif self.consume(close):
+                return into
             else:
-                raise JsonParseError(_MISS_COMMA_OR_SQUARE, self.pos)
+                raise JsonParseError(missing, self.pos)
 
     def hex4(self, escape_offset: int) -> int:
         text = self.data[self.pos:self.pos + 4]
@@ -401,28 +397,29 @@ class PrettyWriter:
         level[1] += 1
 
     def start_object(self) -> None:
-        self._prefix()
-        self._levels.append([False, 0])
-        self._out.append("{")
+        self._start(array=False)
 
     def end_object(self) -> None:
-        empty = self._levels.pop()[1] == 0
-        if not empty:
-            self._out.append("\n")
-            self._indent()
-        self._out.append("}")
+        self._end(array=False)
 
     def start_array(self) -> None:
-        self._prefix()
-        self._levels.append([True, 0])
-        self._out.append("[")
+        self._start(array=True)
 
     def end_array(self) -> None:
+        self._end(array=True)
+
+    def _start(self, array: bool) -> None:
+        self._prefix()
+        self._levels.append([array, 0])
+        self._out.append("[" if array else "{")
+
+    def _end(self, array: bool) -> None:
         empty = self._levels.pop()[1] == 0
-        if not empty and not self.single_line_arrays:
+        # Single-line arrays close on the line of their last item; objects never do.
+        if not empty and not (array and self.single_line_arrays):
             self._out.append("\n")
             self._indent()
-        self._out.append("]")
+        self._out.append("]" if array else "}")
 
     def key(self, name: str) -> None:
         self.string(name)

@@ -16,7 +16,7 @@ from google.protobuf import text_format
 
 from exporter.files import MODEL_CONFIG_MAX_BYTES, FileReadError, read_regular_file
 from exporter.textclip import clip_text
-from exporter.tfserving import protos
+from tfserving_wire import protos
 
 log = logging.getLogger(__name__)
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.simulator import json_tensor, rapidjson
-from exporter.simulator.errors import ServingError
-from exporter.simulator.models import TensorInfo
+from tfserving_simulator import rest_codec, rapidjson
+from tfserving_simulator.errors import ServingError
+from tfserving_simulator.models import TensorInfo
 
 X_ONLY = {"x": TensorInfo("x:0", "DT_FLOAT", (-1, 1))}
 TWO_INPUTS = {"a": TensorInfo("a:0", "DT_FLOAT", (-1,)), "b": TensorInfo("b:0", "DT_STRING", (-1,))}
 
 
 def parse(body: bytes, infos=X_ONLY):
-    return json_tensor.parse_predict_request(body, lambda signature_name: infos)
+    return rest_codec.parse_predict_request(body, lambda signature_name: infos)
 
 
 def error_of(call) -> ServingError:
@@ -40,7 +40,7 @@ def error_of(call) -> ServingError:
     (b"[1]", "JSON Value: [\n    1\n] Is not object"),
 ])
 def test_body_errors_use_rapidjson_wording(body, message):
-    error = error_of(lambda: json_tensor.parse_body(body))
+    error = error_of(lambda: rest_codec.parse_body(body))
     assert (error.code, error.message) == ("INVALID_ARGUMENT", message)
 
 
@@ -80,10 +80,10 @@ def test_plain_instances_need_a_single_input_signature():
 
 def test_row_format_batches_elements_and_columnar_does_not():
     row = parse(b'{"instances": [[1.0], [2.0], [5.0]]}')
-    assert row.format == json_tensor.ROW and row.inputs["x"].shape == (3, 1)
+    assert row.format == rest_codec.ROW and row.inputs["x"].shape == (3, 1)
     assert row.inputs["x"].dtype == np.float32
     columnar = parse(b'{"inputs": {"x": [[2.0], [3.0]], "ignored": true}}')
-    assert columnar.format == json_tensor.COLUMNAR and columnar.inputs["x"].shape == (2, 1)
+    assert columnar.format == rest_codec.COLUMNAR and columnar.inputs["x"].shape == (2, 1)
 
 
 def test_multi_input_objects_b64_and_special_floats():
@@ -97,32 +97,32 @@ def test_signature_lookup_happens_after_json_checks():
     def lookup(signature_name):
         raise ServingError("NOT_FOUND", "Servable not found for request: Latest(m)")
 
-    assert error_of(lambda: json_tensor.parse_predict_request(b"{", lookup)).code == \
+    assert error_of(lambda: rest_codec.parse_predict_request(b"{", lookup)).code == \
         "INVALID_ARGUMENT"
-    assert error_of(lambda: json_tensor.parse_predict_request(
+    assert error_of(lambda: rest_codec.parse_predict_request(
         b'{"instances": [1]}', lookup)).code == "NOT_FOUND"
 
 
 @pytest.mark.parametrize("outputs, request_format, expected", [
-    ({"y": np.array([2.5, 3.0, 4.5], np.float32)}, json_tensor.ROW,
+    ({"y": np.array([2.5, 3.0, 4.5], np.float32)}, rest_codec.ROW,
      b'{\n    "predictions": [2.5, 3.0, 4.5\n    ]\n}'),
-    ({"y": np.array([[2.5], [3.0]], np.float32)}, json_tensor.ROW,
+    ({"y": np.array([[2.5], [3.0]], np.float32)}, rest_codec.ROW,
      b'{\n    "predictions": [[2.5], [3.0]\n    ]\n}'),
-    ({"y": np.array([2.5, 3.0, 4.5], np.float32)}, json_tensor.COLUMNAR,
+    ({"y": np.array([2.5, 3.0, 4.5], np.float32)}, rest_codec.COLUMNAR,
      b'{\n    "outputs": [\n        2.5,\n        3.0,\n        4.5\n    ]\n}'),
-    ({"y": np.array([1.0], np.float32), "k": np.array([7], np.int64)}, json_tensor.ROW,
+    ({"y": np.array([1.0], np.float32), "k": np.array([7], np.int64)}, rest_codec.ROW,
      b'{\n    "predictions": [\n        {\n            "k": 7,\n            "y": 1.0\n'
      b'        }\n    ]\n}'),
-    ({"x_bytes": np.array([b"hi"], object)}, json_tensor.COLUMNAR,
+    ({"x_bytes": np.array([b"hi"], object)}, rest_codec.COLUMNAR,
      b'{\n    "outputs": [\n        {\n            "b64": "aGk="\n        }\n    ]\n}'),
 ])
 def test_predict_response_bytes(outputs, request_format, expected):
-    assert json_tensor.predict_response(outputs, request_format) == expected
+    assert rest_codec.predict_response(outputs, request_format) == expected
 
 
 def test_inconsistent_batch_sizes_are_rejected_in_row_format():
-    error = error_of(lambda: json_tensor.predict_response(
-        {"a": np.zeros(2, np.float32), "b": np.zeros(3, np.float32)}, json_tensor.ROW))
+    error = error_of(lambda: rest_codec.predict_response(
+        {"a": np.zeros(2, np.float32), "b": np.zeros(3, np.float32)}, rest_codec.ROW))
     assert error.message == "Tensor name: b has inconsistent batch size: 3 expecting: 2"
 
 
@@ -140,13 +140,13 @@ def test_double_formatting_uses_17_digits_when_needed():
 
 
 def test_classify_and_regress_results_layout():
-    assert json_tensor.classify_response([[("", 3.0)]]) == \
+    assert rest_codec.classify_response([[("", 3.0)]]) == \
         b'{\n    "results": [[["", 3.0]]\n    ]\n}'
-    assert json_tensor.regress_response([3.0, 42.0]) == b'{\n    "results": [3.0, 42.0]\n}'
+    assert rest_codec.regress_response([3.0, 42.0]) == b'{\n    "results": [3.0, 42.0]\n}'
 
 
 def test_example_features_are_typed_by_json_token():
-    request = json_tensor.parse_examples_request(
+    request = rest_codec.parse_examples_request(
         b'{"signature_name": "s", "context": {"c": "ctx"}, "examples": '
         b'[{"f": 2.0, "i": 2, "b": true, "s": ["a", {"b64": "Yg=="}]}]}')
     assert request.signature_name == "s"
@@ -165,7 +165,7 @@ def test_example_features_are_typed_by_json_token():
     (b'{"examples": [3]}', "Example must be JSON object but got JSON Number"),
 ])
 def test_examples_request_errors(body, message):
-    assert error_of(lambda: json_tensor.parse_examples_request(body)).message == message
+    assert error_of(lambda: rest_codec.parse_examples_request(body)).message == message
 
 
 def test_error_body_is_pretty_printed_without_trailing_newline():

@@ -13,7 +13,9 @@ from exporter.canary.golden import (GoldenError, Provenance, SchemaError, Tolera
                                     golden_document, merge_requests, parse_rest_predict_reply)
 from exporter.canary.request_json import parse_request
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.types import DEFAULT_SIGNATURE, TFServingError
+from exporter.tfserving.loaded_versions import available_versions
+from exporter.tfserving.types import TFServingError
+from tfserving_wire.model_status import DEFAULT_SIGNATURE
 
 
 def read_requests(path: str) -> list[dict]:
@@ -44,11 +46,10 @@ def read_requests(path: str) -> list[dict]:
 
 
 def _serving_version(client, model: str, deadline: Deadline) -> int:
-    available = [s.version for s in client.model_status(model, deadline)
-                 if s.state == "AVAILABLE"]
+    available = available_versions(client.model_status(model, deadline))
     if not available:
         raise GoldenError([f"model {model!r} has no AVAILABLE version to record"])
-    return max(available)
+    return available[0]
 
 
 def _answers(client, protocol: str, model: str, version: int, signature_name: str, parsed,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from exporter.simulator.errors import TF_CODES, ServingError
+from tfserving_simulator.errors import TF_CODES, ServingError, check_json_object
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,10 @@ _RULE_FIELDS = {field.name for field in dataclasses.fields(FaultRule)}
 
 def rule_from_dict(raw: object) -> FaultRule:
     """A rule from its JSON form (lists for ``operations``/``protocols``); unknown keys fail."""
-    if not isinstance(raw, dict):
-        raise FaultConfigError("a rule must be a JSON object")
-    unknown = set(raw) - _RULE_FIELDS
-    if unknown:
-        raise FaultConfigError(f"unknown keys {sorted(unknown)}; known: {sorted(_RULE_FIELDS)}")
-    values = dict(raw)
+    try:
+        values = dict(check_json_object(raw, _RULE_FIELDS, "a rule"))
+    except ValueError as err:
+        raise FaultConfigError(str(err)) from None
     for name in ("operations", "protocols"):
         if name in values:
             if not isinstance(values[name], list) or not all(isinstance(v, str)

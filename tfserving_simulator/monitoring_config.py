@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from exporter.simulator.errors import ServingError
+from tfserving_simulator.errors import ServingError
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"
 

@@ -8,8 +8,8 @@ from typing import Iterable
 
 from google.protobuf import text_format
 
-from exporter.simulator.errors import ServingError
-from exporter.tfserving import protos
+from tfserving_simulator.errors import ServingError
+from tfserving_wire import protos
 
 
 @dataclass(frozen=True)

@@ -13,35 +13,24 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from typing import Iterable
 
-from exporter.simulator.errors import ServingError
-from exporter.simulator.model_config import (  # re-exported: part of this module's contract
+from tfserving_simulator.errors import ServingError
+from tfserving_simulator.models import Servable, build_program, read_model_spec
+from tfserving_simulator.server_config import (  # re-exported: part of this module's contract
     ModelConfig, VersionPolicy, model_configs_from_proto, parse_model_config_text,
     validate_model_configs)
-from exporter.simulator.models import Servable, build_program, read_model_spec
+from tfserving_wire.model_status import AVAILABLE, END, LOADING, START, UNLOADING, VersionStatus
 
 __all__ = ["ModelConfig", "VersionPolicy", "VersionStatus", "ServerCore",
            "parse_model_config_text", "model_configs_from_proto", "validate_model_configs"]
 
 log = logging.getLogger(__name__)
 
-START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
 _MANAGER_TICK_SECONDS = 0.1  # AspiredVersionsManager's manage-state interval
 _INT64_MAX = 2**63 - 1
 _VERSION_DIR = re.compile(r"[0-9]+")
 _HISTORY_LIMIT = 10000
-
-
-@dataclass(frozen=True)
-class VersionStatus:
-    """One entry of GetModelStatus: version, state name, TF error code name and message."""
-
-    version: int
-    state: str
-    error_code: str = "OK"
-    error_message: str = ""
 
 
 class _Version:

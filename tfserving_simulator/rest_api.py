@@ -15,10 +15,10 @@ from urllib.parse import unquote_to_bytes
 
 from google.protobuf import json_format
 
-from exporter.simulator import inference, json_tensor
-from exporter.simulator.errors import ServingError, http_status
-from exporter.simulator.rapidjson import error_body
-from exporter.tfserving import protos
+from tfserving_simulator import inference, rest_codec
+from tfserving_simulator.errors import ServingError, http_status
+from tfserving_simulator.rapidjson import error_body
+from tfserving_wire import protos
 
 Headers = list[tuple[str, str]]
 Response = tuple[int, Headers, bytes]
@@ -230,7 +230,7 @@ class RestApi:
             found["signature"] = name
             return servable.signatures[name].inputs
 
-        request = json_tensor.parse_predict_request(body, input_infos)
+        request = rest_codec.parse_predict_request(body, input_infos)
         servable = found["servable"]
 
         def run():
@@ -238,10 +238,10 @@ class RestApi:
             return servable.predict(found["signature"], request.inputs)
 
         outputs = inference.run_with_deadline(run, self._timeout_seconds())
-        return json_tensor.predict_response(outputs, request.format)
+        return rest_codec.predict_response(outputs, request.format)
 
     def _examples_call(self, route: _Route, body: bytes, operation: str):
-        request = json_tensor.parse_examples_request(body)
+        request = rest_codec.parse_examples_request(body)
         servable = self._servable(route)
         check = (inference.classification_signature if operation == "classify"
                  else inference.regression_signature)
@@ -256,10 +256,10 @@ class RestApi:
         return inference.run_with_deadline(run, self._timeout_seconds())
 
     def _classify(self, route: _Route, body: bytes) -> bytes:
-        return json_tensor.classify_response(self._examples_call(route, body, "classify"))
+        return rest_codec.classify_response(self._examples_call(route, body, "classify"))
 
     def _regress(self, route: _Route, body: bytes) -> bytes:
-        return json_tensor.regress_response(self._examples_call(route, body, "regress"))
+        return rest_codec.regress_response(self._examples_call(route, body, "regress"))
 
 
 def _header(headers, name: str) -> str:

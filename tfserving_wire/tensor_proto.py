@@ -7,24 +7,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from exporter.tfserving import protos
+from tfserving_wire import protos
 
-# TF dtype name -> (numpy dtype, typed value field)
-_FIELDS = {
-    "DT_FLOAT": (np.float32, "float_val"),
-    "DT_DOUBLE": (np.float64, "double_val"),
-    "DT_INT32": (np.int32, "int_val"),
-    "DT_INT16": (np.int16, "int_val"),
-    "DT_INT8": (np.int8, "int_val"),
-    "DT_UINT8": (np.uint8, "int_val"),
-    "DT_UINT16": (np.uint16, "int_val"),
-    "DT_INT64": (np.int64, "int64_val"),
-    "DT_UINT32": (np.uint32, "uint32_val"),
-    "DT_UINT64": (np.uint64, "uint64_val"),
-    "DT_BOOL": (np.bool_, "bool_val"),
-    "DT_HALF": (np.float16, "half_val"),
-    "DT_STRING": (object, "string_val"),
+# TensorProto's typed value field -> the TF dtypes it carries and their numpy types. The small
+# integer types share int_val, as in tensor.proto; strings are object arrays of bytes.
+_DTYPES_BY_FIELD = {
+    "float_val": {"DT_FLOAT": np.float32},
+    "double_val": {"DT_DOUBLE": np.float64},
+    "half_val": {"DT_HALF": np.float16},
+    "int_val": {"DT_INT32": np.int32, "DT_INT16": np.int16, "DT_INT8": np.int8,
+                "DT_UINT8": np.uint8, "DT_UINT16": np.uint16},
+    "int64_val": {"DT_INT64": np.int64},
+    "uint32_val": {"DT_UINT32": np.uint32},
+    "uint64_val": {"DT_UINT64": np.uint64},
+    "bool_val": {"DT_BOOL": np.bool_},
+    "string_val": {"DT_STRING": object},
 }
+# TF dtype name -> (numpy type, typed value field)
+_FIELDS = {dtype: (numpy_type, field) for field, dtypes in _DTYPES_BY_FIELD.items()
+           for dtype, numpy_type in dtypes.items()}
+# The numpy type of each TF dtype this project handles.
+NUMPY_TYPES = {dtype: numpy_type for dtype, (numpy_type, _) in _FIELDS.items()}
 _MAX_ELEMENTS = 1 << 31
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from exporter.simulator.errors import TF_CODES, ServingError
-from exporter.tfserving import protos
+from tfserving_simulator.errors import TF_CODES, ServingError, check_json_object
+from tfserving_wire import protos
+from tfserving_wire.tensor_proto import NUMPY_TYPES
 
 # A tf.Example feature: (kind, values) with kind "float" | "int64" | "bytes".
 Feature = tuple[str, list]
@@ -39,36 +40,23 @@ class SignatureDef:
 
 # --- TF dtypes -----------------------------------------------------------------------------
 
-# TF dtype name -> (numpy dtype or None for strings, TF's short name used in runtime messages)
-_DTYPES = {
-    "DT_FLOAT": (np.float32, "float"),
-    "DT_DOUBLE": (np.float64, "double"),
-    "DT_HALF": (np.float16, "half"),
-    "DT_INT8": (np.int8, "int8"),
-    "DT_INT16": (np.int16, "int16"),
-    "DT_INT32": (np.int32, "int32"),
-    "DT_INT64": (np.int64, "int64"),
-    "DT_UINT8": (np.uint8, "uint8"),
-    "DT_UINT16": (np.uint16, "uint16"),
-    "DT_UINT32": (np.uint32, "uint32"),
-    "DT_UINT64": (np.uint64, "uint64"),
-    "DT_BOOL": (np.bool_, "bool"),
-    "DT_STRING": (None, "string"),
-}
+def _tf_short_name(dtype: str) -> str:
+    """TF's short name of a dtype, as runtime messages use it: DT_FLOAT -> float."""
+    return dtype[len("DT_"):].lower()
 
 
 def _tf_short_name_of_array(array: np.ndarray) -> str:
     if array.dtype.kind in "OSU":
         return "string"
-    for numpy_type, short in _DTYPES.values():
-        if numpy_type is not None and array.dtype == numpy_type:
-            return short
+    for dtype, numpy_type in NUMPY_TYPES.items():
+        if numpy_type is not object and array.dtype == numpy_type:
+            return _tf_short_name(dtype)
     return str(array.dtype)
 
 
 def _check_feed_dtype(index: int, info: TensorInfo, array: np.ndarray) -> None:
-    numpy_type, short = _DTYPES[info.dtype]
-    matches = array.dtype.kind in "OSU" if numpy_type is None else array.dtype == numpy_type
+    numpy_type, short = NUMPY_TYPES[info.dtype], _tf_short_name(info.dtype)
+    matches = array.dtype.kind in "OSU" if numpy_type is object else array.dtype == numpy_type
     if not matches:
         # The DirectSession's own wording for a feed of the wrong dtype.
         raise ServingError(
@@ -133,15 +121,17 @@ def _example_from_serialized(serialized) -> dict[str, Feature]:
         raise ServingError(
             "INVALID_ARGUMENT", f"Could not parse example input, value: '{serialized!r}'"
         ) from err
+    return example_features(example)
+
+
+def example_features(example) -> dict[str, Feature]:
+    """A tf.Example proto as the graph's ParseExample sees it: a Feature with no kind set is
+    no value at all. gRPC's Classify/Regress examples take the same path as serialized ones."""
     features: dict[str, Feature] = {}
     for key, feature in example.features.feature.items():
         kind = feature.WhichOneof("kind")
-        if kind == "float_list":
-            features[key] = ("float", list(feature.float_list.value))
-        elif kind == "int64_list":
-            features[key] = ("int64", list(feature.int64_list.value))
-        elif kind == "bytes_list":
-            features[key] = ("bytes", list(feature.bytes_list.value))
+        if kind is not None:
+            features[key] = (kind[:-len("_list")], list(getattr(feature, kind).value))
     return features
 
 
@@ -323,11 +313,7 @@ def read_model_spec(version_dir: str) -> ModelSpec:
 
 
 def _validated_spec(raw: object) -> ModelSpec:
-    if not isinstance(raw, dict):
-        raise ValueError("top level must be a JSON object")
-    unknown = set(raw) - _SPEC_KEYS
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}")
+    check_json_object(raw, _SPEC_KEYS, "top level")
     if raw.get("format") != SPEC_FORMAT:
         raise ValueError(f"'format' must be {SPEC_FORMAT}, got {raw.get('format')!r}")
     kind = raw.get("kind")
@@ -484,7 +470,7 @@ class Servable:
             # TF Serving feeds serialized tf.Examples whatever the signature says.
             raise ServingError(
                 "INVALID_ARGUMENT",
-                f"Expects arg[0] to be {_DTYPES[info.dtype][1]} but string is provided")
+                f"Expects arg[0] to be {_tf_short_name(info.dtype)} but string is provided")
         # Context features are serialized before each example's, so the example's win.
         merged = [{**(context or {}), **example} for example in examples]
         return {info.name: merged}

@@ -1,0 +1,193 @@
+"""The kinds of value a setting can hold (exporter/config.py declares the settings).
+
+A kind checks the YAML type of a value, converts it, parses it from flag text, dumps it back
+to YAML, and names the Python type it produces: a setting's dataclass field must be annotated
+with that type (exporter.config checks it at import).
+"""
+
+from __future__ import annotations
+
+import datetime
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+from exporter.durations import format_duration, is_exact_duration, parse_duration
+
+
+class Problems(ValueError):
+    """Several problems inside one value, each at a sub-path such as ``[2]``."""
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self.items = items
+        super().__init__("; ".join(message for _, message in items))
+
+
+class Kind:
+    doc_name = ""  # shown in the reference's "type" column
+    expected = ""  # "expected <this>, got list"
+    # What a converted value is: a setting's dataclass field must be annotated with exactly
+    # this (checked at import), so the annotation readers see cannot drift from the loader.
+    python_type: object = None
+    metavar = "VALUE"  # in --help
+    flag_repeats = False  # a list: its flag is given once per item
+
+    def accepts(self, raw: object) -> bool:
+        raise NotImplementedError
+
+    def convert(self, raw: Any) -> Any:
+        return raw
+
+    def from_flag(self, text: str) -> object:
+        return text
+
+    def dump(self, value: Any) -> object:
+        return value
+
+    def coerce(self, raw: object) -> Any:
+        if not self.accepts(raw):
+            raise ValueError(f"expected {self.expected}, got {type_name(raw)}")
+        return self.convert(raw)
+
+
+class String(Kind):
+    doc_name, expected, python_type = "string", "a string", str
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, str)
+
+
+class Choice(String):
+    def __init__(self, options: Iterable[str]):
+        self.options = tuple(options)
+        self.doc_name = " \\| ".join(f"`{option}`" for option in self.options)
+        self.metavar = "|".join(self.options)
+
+    def convert(self, raw: str) -> str:
+        if raw not in self.options:
+            raise ValueError(f'must be one of {", ".join(self.options)}, got "{raw}"')
+        return raw
+
+
+class Boolean(Kind):
+    doc_name, expected, python_type = "boolean", "a boolean", bool
+    metavar = "true|false"
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, bool)
+
+    def from_flag(self, text: str) -> object:
+        if text not in ("true", "false"):
+            raise ValueError(f'expected true or false, got "{text}"')
+        return text == "true"
+
+
+class Integer(Kind):
+    doc_name, expected, python_type = "integer", "an integer", int
+    metavar = "N"
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, int) and not isinstance(raw, bool)
+
+    def from_flag(self, text: str) -> object:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f'expected an integer, got "{text}"') from None
+
+
+class Duration(Kind):
+    doc_name, expected, python_type = "duration", 'a duration such as "30s"', float
+    metavar = "DURATION"
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, (str, int, float)) and not isinstance(raw, bool)
+
+    def convert(self, raw: str | int | float) -> float:
+        return parse_duration(raw)
+
+    def dump(self, value: float) -> object:
+        # Sub-millisecond values have no duration string; a number of seconds still loads.
+        return format_duration(value) if is_exact_duration(value) else value
+
+
+class StringList(Kind):
+    doc_name, expected, python_type = "list of strings", "a list of strings", tuple[str, ...]
+    flag_repeats = True
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, (list, tuple))
+
+    def convert(self, raw: list | tuple) -> tuple[str, ...]:
+        problems = [(f"[{index}]", f"expected a string, got {type_name(item)}")
+                    for index, item in enumerate(raw) if not isinstance(item, str)]
+        if problems:
+            raise Problems(problems)
+        return tuple(raw)
+
+    def from_flag(self, text: str) -> object:
+        return [text]
+
+    def dump(self, value: tuple[str, ...]) -> object:
+        return list(value)
+
+
+class Number(Kind):
+    doc_name, expected, python_type = "number", "a number", float
+    metavar = "NUMBER"
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, (int, float)) and not isinstance(raw, bool)
+
+    def convert(self, raw: int | float) -> float:
+        return float(raw)
+
+    def from_flag(self, text: str) -> object:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f'expected a number, got "{text}"') from None
+
+
+class DurationMap(Kind):
+    doc_name, expected = "mapping of name to duration", "a mapping of names to durations"
+    python_type = Mapping[str, float]
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, dict)
+
+    def convert(self, raw: dict) -> Mapping[str, float]:
+        converted: dict[str, float] = {}
+        problems = []
+        for key, value in raw.items():
+            try:
+                if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                    raise ValueError(f'expected a duration such as "30s", got {type_name(value)}')
+                converted[str(key)] = positive_duration(parse_duration(value))
+            except ValueError as err:
+                problems.append((f".{key}", str(err)))
+        if problems:
+            raise Problems(problems)
+        return MappingProxyType(converted)
+
+    def dump(self, value: Mapping[str, float]) -> object:
+        return {key: DURATION.dump(seconds) for key, seconds in value.items()}
+
+
+STRING, BOOLEAN, INTEGER, NUMBER = String(), Boolean(), Integer(), Number()
+DURATION, STRING_LIST, DURATION_MAP = Duration(), StringList(), DurationMap()
+
+
+def type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
+                       ((list, tuple), "list"), (dict, "mapping"), (datetime.date, "date")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def positive_duration(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value

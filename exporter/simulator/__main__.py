@@ -1,8 +1,0 @@
-"""``python -m exporter.simulator``: the simulator with tensorflow_model_server's flags."""
-
-import sys
-
-from exporter.simulator.app import main
-
-if __name__ == "__main__":
-    sys.exit(main())

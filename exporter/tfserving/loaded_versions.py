@@ -1,0 +1,65 @@
+"""Which versions of a model are loaded, and their signatures, fetched once per version.
+
+The metadata collector and the canary runner both follow TF Serving's loaded versions: a
+loaded version's signatures never change, so each is fetched once and kept while the version
+stays AVAILABLE.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterable
+
+from exporter.tfserving.types import SignatureMap
+from tfserving_wire.model_status import AVAILABLE, VersionStatus
+
+Key = tuple[str, int]  # (model, version)
+
+
+def available_versions(statuses: Iterable[VersionStatus]) -> list[int]:
+    """The AVAILABLE versions, highest (the one unpinned requests get) first, each once."""
+    return sorted({s.version for s in statuses if s.state == AVAILABLE}, reverse=True)
+
+
+def _tensor_count(signatures: SignatureMap) -> int:
+    return sum(len(s.inputs) + len(s.outputs) for s in signatures.values())
+
+
+class LoadedSignatures:
+    """Signatures by (model, version), holding at most ``max_tensors`` tensors in all: a
+    version that does not fit is fetched again each time it is asked for instead."""
+
+    def __init__(self, max_tensors: int) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[Key, SignatureMap] = {}
+        self._tensors = 0
+        self._max_tensors = max_tensors
+
+    def get(self, key: Key, fetch: Callable[[], SignatureMap]) -> SignatureMap:
+        """The cached signatures of ``key``, or what ``fetch()`` returns (then cached).
+
+        Fetched outside the lock, so one slow version cannot hold up the others; two callers
+        racing on one version both fetch and the first answer is kept."""
+        with self._lock:
+            cached = self._entries.get(key)
+        if cached is not None:
+            return cached
+        fetched = fetch()
+        size = _tensor_count(fetched)
+        with self._lock:
+            if key not in self._entries and self._tensors + size <= self._max_tensors:
+                self._entries[key] = fetched
+                self._tensors += size
+        return fetched
+
+    def keep_only(self, keys: set[Key], models: set[str] | None = None) -> None:
+        """Forget the versions not in ``keys``: of every model, or only of ``models`` (a caller
+        that follows some models leaves the others' entries alone)."""
+        with self._lock:
+            for key in [k for k in self._entries
+                        if k not in keys and (models is None or k[0] in models)]:
+                self._tensors -= _tensor_count(self._entries.pop(key))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
