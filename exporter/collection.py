@@ -55,7 +55,7 @@ class Collection:
     def __init__(self, clients: dict, collectors: list[ScrapeCollector], ping_paths: dict,
                  models: Callable[[], list[str]], workers_per_protocol: int = WORKERS_PER_PROTOCOL,
                  dropped: Callable[[str, int], None] = lambda kind, count: None) -> None:
-        self._models = models
+        self.models = models  # the (capped) model names a scrape covers, as of now
         self.clients = clients  # protocol -> client with ping()
         self.collectors = collectors
         self._ping_paths = ping_paths  # protocol -> extra args for ping()
@@ -76,7 +76,7 @@ class Collection:
             client.close()
 
     def collect(self, deadline: Deadline, budget: float) -> list[Metric]:
-        scrape = Scrape(deadline, self.clients, self._executors, self._models(), self._dropped,
+        scrape = Scrape(deadline, self.clients, self._executors, self.models(), self._dropped,
                         status_protocol=self._status_protocol)
         # Pinged alongside the collectors, so a collector stuck until the deadline cannot
         # make a protocol that still answers look down.

@@ -499,6 +499,32 @@ class _Origin:
         return f"{self.file}: {path}{suffix}" if self.file else f"{path}{suffix}"
 
 
+class _Report:
+    """The problems of one load, in the order a user fixes them: first what stops the file
+    being read, then the file's own problems in the order of its lines, then those of flags,
+    then the rules across settings. Within each, in the order found."""
+
+    FILE, LINES, FLAGS, RULES = range(4)
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, float, int, str]] = []
+        self.lines: dict[str, int] = {}  # dotted key path -> its line in the file
+
+    def add(self, group: int, text: str, path: str | None = None) -> None:
+        line = self.lines.get(path, INFINITE_LINE) if path is not None else INFINITE_LINE
+        self._items.append((group, line, len(self._items), text))
+
+    def at(self, origin: _Origin, path: str, text: str) -> None:
+        """A problem of the setting or key at ``path``, set by ``origin``."""
+        self.add(self.FLAGS if origin.flag else self.LINES, text, path)
+
+    def texts(self) -> list[str]:
+        return [text for *_, text in sorted(self._items)]
+
+
+INFINITE_LINE = float("inf")  # a default, or a key whose line is not known
+
+
 def load_config(path: str | None, overrides: Mapping[str, object] | None = None,
                 reloading: bool = False) -> Config:
     """Load ``path`` (YAML; ``None`` for defaults only), apply ``overrides``, validate.
@@ -509,15 +535,15 @@ def load_config(path: str | None, overrides: Mapping[str, object] | None = None,
     values; strings are parsed as flag text (``"true"``, ``"100"``), ``None`` means "not
     given". Raises ``ConfigError`` listing every problem.
     """
-    problems: list[str] = []
+    report = _Report()
     file_origin = _Origin(file=path)
     raw = {s.path: s.default for s in SCHEMA}
     origins = {s.path: file_origin for s in SCHEMA}
 
     file_ok = True
     if path is not None:
-        document, file_ok = _read_yaml(path, problems, reject_empty=reloading)
-        for key, value in _settings_in_document(document, path, problems).items():
+        document, file_ok = _read_yaml(path, report, reject_empty=reloading)
+        for key, value in _settings_in_document(document, path, report).items():
             raw[key] = value
 
     for key, value in (overrides or {}).items():
@@ -525,25 +551,27 @@ def load_config(path: str | None, overrides: Mapping[str, object] | None = None,
             continue
         setting = _SETTINGS.get(key)
         if setting is None:
-            problems.append(f'override "{key}": no such setting')
+            report.add(report.FLAGS, f'override "{key}": no such setting')
             continue
         origin = _Origin(flag=setting.flag or f"override {key}")
         origins[key] = origin
         try:
             raw[key] = setting.kind.from_flag(value) if isinstance(value, str) else value
         except ValueError as err:
-            problems.append(f"{origin.where(key)}: {err}")
+            report.add(report.FLAGS, f"{origin.where(key)}: {err}")
             raw.pop(key)
 
     values: dict[str, Any] = {}
     for setting in SCHEMA:
         if setting.path in raw:
-            _check_setting(setting, raw[setting.path], origins[setting.path], values, problems)
+            _check_setting(setting, raw[setting.path], origins[setting.path], values, report)
 
     # Without the file's values, cross-setting rules would judge defaults the file may change.
     if file_ok:
         for rule in _CROSS_RULES:
-            problems.extend(rule(values, origins, file_origin))
+            for problem in rule(values, origins, file_origin):
+                report.add(report.RULES, problem)
+    problems = report.texts()
     if problems:
         raise ConfigError(problems)
 
@@ -552,7 +580,7 @@ def load_config(path: str | None, overrides: Mapping[str, object] | None = None,
 
 
 def _check_setting(setting: Setting, raw: object, origin: _Origin, values: dict[str, Any],
-                   problems: list[str]) -> None:
+                   report: _Report) -> None:
     try:
         value = setting.kind.coerce(raw)
         if setting.relative_to_config and value:
@@ -561,9 +589,10 @@ def _check_setting(setting: Setting, raw: object, origin: _Origin, values: dict[
         if setting.check is not None:
             value = setting.check(value)
     except Problems as err:
-        problems.extend(f"{origin.where(setting.path, at)}: {message}" for at, message in err.items)
+        for at, message in err.items:
+            report.at(origin, setting.path, f"{origin.where(setting.path, at)}: {message}")
     except ValueError as err:
-        problems.append(f"{origin.where(setting.path)}: {err}")
+        report.at(origin, setting.path, f"{origin.where(setting.path)}: {err}")
     else:
         values[setting.path] = value
 
@@ -591,47 +620,63 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _read_yaml(path: str, problems: list[str], reject_empty: bool) -> tuple[object, bool]:
-    """The parsed document and whether it could be read at all."""
+def _read_yaml(path: str, report: _Report, reject_empty: bool) -> tuple[object, bool]:
+    """The parsed document and whether it could be read at all; the line of every key goes
+    into ``report.lines``."""
     try:
         data = read_regular_file(path, CONFIG_FILE_MAX_BYTES, consistent=True)
     except FileReadError as err:
-        problems.append(f"{path}: cannot read config file: {err.reason}")
+        report.add(report.FILE, f"{path}: cannot read config file: {err.reason}")
         return None, False
     if reject_empty and not data.strip():
         # An editor that truncates before writing leaves this for a moment; applying it
         # would switch every setting to its default. A file meant to hold only defaults
         # says so with a comment or "{}".
-        problems.append(f"{path}: config file is empty (being rewritten?); write a comment "
-                        "or {} to run on defaults")
+        report.add(report.FILE, f"{path}: config file is empty (being rewritten?); write a "
+                                "comment or {} to run on defaults")
         return None, False
 
     loader = _StrictLoader(data)
     try:
-        document = loader.get_single_data()
+        node = loader.get_single_node()
+        document = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        problems.append(f"{where}: invalid YAML: {err.problem or err.context}")
+        report.add(report.FILE, f"{where}: invalid YAML: {err.problem or err.context}")
         return None, False
     except yaml.YAMLError as err:  # e.g. bytes that are not UTF-8/16
-        problems.append(f"{path}: invalid YAML: {err}")
+        report.add(report.FILE, f"{path}: invalid YAML: {err}")
         return None, False
     finally:
         loader.dispose()
 
+    report.lines.update(_key_lines(node, ""))
     for mark, key in loader.duplicates:
-        problems.append(f'{path}:{mark.line + 1}:{mark.column + 1}: duplicate key "{key}"')
+        report.add(report.FILE,
+                   f'{path}:{mark.line + 1}:{mark.column + 1}: duplicate key "{key}"')
     return document, True
 
 
-def _settings_in_document(document: object, path: str, problems: list[str]) -> dict[str, object]:
+def _key_lines(node: yaml.Node | None, section: str) -> dict[str, int]:
+    """Dotted key path -> line (1-based) of that key, for the mappings of a composed document."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key_path = f"{section}.{key_node.value}" if section else str(key_node.value)
+                lines.setdefault(key_path, key_node.start_mark.line + 1)
+                lines.update(_key_lines(value_node, key_path))
+    return lines
+
+
+def _settings_in_document(document: object, path: str, report: _Report) -> dict[str, object]:
     """Flatten the YAML to ``{dotted path: value}``, reporting unknown keys and misplaced values."""
     if document is None:  # empty file, or only comments: all defaults
         return {}
     if not isinstance(document, dict):
-        problems.append(
-            f"{path}: top level must be a mapping of sections, got {type_name(document)}")
+        report.add(report.FILE,
+                   f"{path}: top level must be a mapping of sections, got {type_name(document)}")
         return {}
 
     found: dict[str, object] = {}
@@ -647,11 +692,11 @@ def _settings_in_document(document: object, path: str, problems: list[str]) -> d
                 if isinstance(value, dict):
                     walk(value, key_path)
                 else:
-                    problems.append(
-                        f"{path}: {key_path}: expected a mapping, got {type_name(value)}")
+                    report.add(report.LINES, f"{path}: {key_path}: expected a mapping, got "
+                                             f"{type_name(value)}", key_path)
             else:
                 hint = suggestion(str(key), _CHILDREN[section])
-                problems.append(f"{path}: {key_path}: unknown key{hint}")
+                report.add(report.LINES, f"{path}: {key_path}: unknown key{hint}", key_path)
 
     walk(document, "")
     return found

@@ -69,9 +69,13 @@ def run_demo(listen_address: str, log_level: str = "info") -> int:
             return 1
         host = config.web.listen_address.rpartition(":")[0].strip("[]") or "127.0.0.1"
         url = f"http://{host}:{running.port}{config.web.telemetry_path}"
+        width = max(len(name) for name in files.model_names)
+        models = "".join(f"  {name:<{width}}  {path}\n"
+                         for name, path in zip(files.model_names, files.base_paths))
         print(f"TF Serving simulator: gRPC 127.0.0.1:{simulator.grpc_port}, "
               f"REST http://127.0.0.1:{simulator.rest_port}\n"
-              f"Models: {', '.join(files.model_names)} (files in {root})\n"
+              "Models and their base paths (a new version directory there is loaded, as in "
+              f"TF Serving):\n{models}"
               f"Exporter metrics: {url}\n"
               f"Canaries: golden sets in {DEMO_GOLDEN_DIR}, every {DEMO_CANARY_INTERVAL}\n"
               "Press Ctrl-C to stop.", flush=True)

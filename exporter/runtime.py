@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from exporter.addresses import split_listen_address
 from exporter.canary.catalog import load_golden_sets
@@ -15,6 +16,7 @@ from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.metadata import MetadataCollector
 from exporter.collectors.native import NativeCollector
 from exporter.collectors.status import StatusCollector
+from exporter.durations import format_duration
 from exporter.files import FileReadError
 from exporter.reloader import CoalescingReloader
 from exporter.selfmetrics import SelfMetrics
@@ -97,16 +99,28 @@ def build_collection(config, selfmetrics: SelfMetrics, clients: dict,
                       dropped=lambda kind, count: dropped.labels(kind).inc(count))
 
 
-def _summary(config) -> dict:
-    tf = config.tfserving
+def _summary(config, models: Callable[[], list[str]], runner: CanaryRunner | None) -> dict:
+    """The landing page's table. Models are read when the page is shown: models.config may
+    have changed since the pipeline was built."""
+    tf, canary = config.tfserving, config.canary
+
+    def models_in_effect() -> str:
+        # What a scrape covers: --model/models, models.config and the golden sets' models.
+        return ", ".join(models()) or "(none: give --model or --tfserving.model-config-file)"
+
+    if not canary.enabled:
+        canaries = "off"
+    elif runner is None:
+        canaries = "no golden files (--canary.golden-file, --canary.golden-dir)"
+    else:
+        files = ", ".join(f"{model}: {path}" for model, path in runner.golden_paths.items())
+        canaries = f"over {canary.protocol}, every {format_duration(canary.interval)}; {files}"
     return {
         "gRPC address": tf.grpc_address or "(disabled)",
         "REST address": tf.rest_address or "(disabled)",
-        "Models": ", ".join(config.models) or "(none configured)",
+        "Models": models_in_effect,
         "Model config file": tf.model_config_file or "(none)",
-        "Canaries": (f"golden files {', '.join(config.canary.golden_files) or '-'}, "
-                     f"directory {config.canary.golden_dir or '-'}, over {config.canary.protocol}"
-                     if config.canary.enabled else "off"),
+        "Canaries": canaries,
         "Collectors": ", ".join(
             f"{name}={c.protocol}" for name, c in
             (("status", config.collectors.status), ("metadata", config.collectors.metadata))
@@ -166,7 +180,7 @@ def build_pipeline(config, selfmetrics: SelfMetrics, strict_golden: bool) -> Bui
         telemetry_path=config.web.telemetry_path,
         timeout=config.tfserving.timeout,
         timeout_offset=config.tfserving.timeout_offset,
-        summary=_summary(config),
+        summary=_summary(config, collection.models, runner),
         config_yaml=config.to_yaml(),
     )
     return BuiltPipeline(pipeline, runner)

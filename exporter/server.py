@@ -40,7 +40,8 @@ class Pipeline:
     telemetry_path: str
     timeout: float
     timeout_offset: float
-    summary: dict = field(default_factory=dict)  # shown on the landing page, no secrets
+    # Shown on the landing page, no secrets; a callable value is read when the page is shown.
+    summary: dict = field(default_factory=dict)
     config_yaml: str = ""  # the configuration this pipeline follows, served on /config
     # Requests using this pipeline now, and what closes it once it is retired and unused.
     users: int = 0
@@ -96,8 +97,8 @@ def _response(start_response, status: str, body: bytes, content_type: str = "tex
 
 def _landing_page(pipeline: Pipeline) -> bytes:
     rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in pipeline.summary.items())
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v() if callable(v) else v))}"
+        "</td></tr>" for k, v in pipeline.summary.items())
     path = html.escape(pipeline.telemetry_path)
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>TF Serving Exporter</title></head>

@@ -99,15 +99,16 @@ INVALID_FILES = {
         "no_protocol_address.yaml: collectors.status.protocol: collector uses rest but tfserving.rest_address "
         "is empty; set the address, switch the protocol, or disable the collector"],
     # everything at once
+    # in the order of the file's lines, whatever the kind of mistake
     "several_mistakes.yaml": [
         'several_mistakes.yaml: tfserving.grpc_adress: unknown key (did you mean "grpc_address"?)',
-        "several_mistakes.yaml: web: expected a mapping, got string",
         'several_mistakes.yaml: tfserving.rest_address: invalid REST address "localhost": '
         "missing port (expected host:port)",
         f'several_mistakes.yaml: tfserving.timeout: invalid duration "5x": unknown unit "x"; {UNITS}',
         'several_mistakes.yaml: models[1]: duplicate model name "a"',
         'several_mistakes.yaml: collectors.status.protocol: must be one of grpc, rest, got "http"',
         "several_mistakes.yaml: limits.max_models: must be a positive integer, got -1",
+        "several_mistakes.yaml: web: expected a mapping, got string",
         'several_mistakes.yaml: log.level: must be one of debug, info, warn, error, got "verbose"',
     ],
 }
@@ -135,6 +136,20 @@ def test_error_text_lists_every_problem_one_per_line(in_testdata):
     with pytest.raises(ConfigError) as caught:
         load_config("several_mistakes.yaml")
     assert str(caught.value).splitlines() == INVALID_FILES["several_mistakes.yaml"]
+
+
+def test_problems_follow_the_file_then_the_flags_then_the_rules(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("log:\n  level: loud\ntfserving:\n  grpc_address: ''\n  rest_address: ''\n"
+                      "  timeout: soon\n")
+    assert problems_of(str(config), {"web.listen_address": "nope", "canary.batch_size": "x"}) == [
+        f'{config}: log.level: must be one of debug, info, warn, error, got "loud"',
+        f'{config}: tfserving.timeout: invalid duration "soon": expected integers with units, '
+        'such as "500ms", "1m30s" or "2h"',
+        '--canary.batch-size: expected an integer, got "x"',
+        '--web.listen-address: invalid listen address "nope": missing port (expected host:port)',
+        f"{config}: tfserving: grpc_address and rest_address are both empty, set at least one",
+    ]
 
 
 def test_missing_config_file_is_reported(in_testdata):

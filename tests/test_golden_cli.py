@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
@@ -93,17 +92,25 @@ def test_check_config_accepts_the_demo_golden_sets(tmp_path):
     assert "2 golden sets (half_plus_two, image_classifier)" in result.stdout
 
 
-def test_shipped_demo_golden_sets_match_a_fresh_recording(simulator, tmp_path):
-    for model in ("half_plus_two", "image_classifier"):
-        shipped = load_golden(os.path.join(DEMO_GOLDEN_DIR, f"{model}.json"))
-        output = tmp_path / f"{model}.json"
-        requests = tmp_path / f"{model}-requests.json"
-        batch = shipped.batches(shipped.n_examples)[0]
-        requests.write_text(batch.rest_body().decode())
-        result = run_cli("golden", "record", "--model", model, "--requests", str(requests),
-                         "--output", str(output), "--npz",
-                         f"--tfserving.grpc-address=127.0.0.1:{simulator.grpc_port}")
-        assert result.returncode == 0, result.stderr
-        fresh = load_golden(str(output))
-        for alias, expected in shipped.expected.items():
-            np.testing.assert_array_equal(fresh.expected[alias], expected)
+def test_record_creates_a_missing_output_directory(simulator, tmp_path):
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps(REQUEST))
+    output = tmp_path / "golden" / "half_plus_two.json"  # golden/ does not exist
+    result = run_cli("golden", "record", "--model", "half_plus_two", "--requests",
+                     str(requests), "--output", str(output),
+                     f"--tfserving.grpc-address=127.0.0.1:{simulator.grpc_port}")
+    assert result.returncode == 0, result.stderr
+    assert load_golden(str(output)).n_examples == 3
+
+
+def test_record_names_the_missing_directory_instead_of_a_temporary_file(simulator, tmp_path):
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps(REQUEST))
+    output = tmp_path / "nope" / "deeper" / "half_plus_two.json"
+    result = run_cli("golden", "record", "--model", "half_plus_two", "--requests",
+                     str(requests), "--output", str(output),
+                     f"--tfserving.grpc-address=127.0.0.1:{simulator.grpc_port}")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"tfserving-exporter golden record: {output}: cannot "
+                                     f"write: directory {tmp_path / 'nope'} does not exist")
+    assert not (tmp_path / "nope").exists()

@@ -1,5 +1,8 @@
 """The exporter's HTTP endpoints besides /metrics."""
 
+import html
+import re
+
 import pytest
 import requests
 import yaml
@@ -8,6 +11,7 @@ from exporter.cli import build_parser, overrides_from_args
 from exporter.config import load_config
 from exporter.runtime import start_exporter
 from tests.conftest import ExporterHandle
+from tests.helpers import wait_until
 
 
 def test_health_and_readiness(exporter):
@@ -22,6 +26,39 @@ def test_landing_page_links_to_every_endpoint(exporter):
     assert reply.headers["Content-Type"].startswith("text/html")
     for link in ('href="/metrics"', 'href="/-/healthy"', 'href="/-/ready"', 'href="/config"'):
         assert link in reply.text
+
+
+def _landing_row(page: str, name: str) -> str:
+    match = re.search(rf"<tr><th>{name}</th><td>(.*?)</td></tr>", page)
+    assert match, page
+    return html.unescape(match.group(1))
+
+
+def test_landing_page_shows_the_models_in_effect_and_the_golden_files(simulator,
+                                                                       start_exporter_for):
+    from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR, models_config_text
+
+    # Models come from models.config (the simulator's) and the golden sets, none from flags.
+    exporter = start_exporter_for(simulator, canary__golden_dir=DEMO_GOLDEN_DIR)
+    page = exporter.get("/").text
+    assert _landing_row(page, "Models") == "half_plus_two, image_classifier"
+    canaries = _landing_row(page, "Canaries")
+    for model in ("half_plus_two", "image_classifier"):
+        assert f"{model}: {DEMO_GOLDEN_DIR}/{model}.json" in canaries
+    # models.config is followed: a model added there shows on the next look.
+    with open(simulator.files.model_config_file, "w", encoding="utf-8") as handle:
+        handle.write(models_config_text([("half_plus_two", "/models/half_plus_two"),
+                                         ("image_classifier", "/models/image_classifier"),
+                                         ("another", "/models/another")]))
+    wait_until(lambda: _landing_row(exporter.get("/").text, "Models")
+               == "another, half_plus_two, image_classifier", message="models.config followed")
+
+
+def test_landing_page_says_when_no_model_is_configured(simulator, start_exporter_for):
+    exporter = start_exporter_for(simulator, tfserving__model_config_file="")
+    page = exporter.get("/").text
+    assert _landing_row(page, "Models").startswith("(none: give --model")
+    assert _landing_row(page, "Canaries").startswith("no golden files")
 
 
 def test_unknown_paths_and_methods_are_refused(exporter):

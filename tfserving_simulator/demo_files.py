@@ -24,6 +24,7 @@ class DemoFiles:
     model_config_file: str
     monitoring_config_file: str
     model_names: tuple[str, ...]
+    base_paths: tuple[str, ...] = ()  # of model_names, in the same order
 
 
 def models_config_text(models) -> str:
@@ -47,4 +48,4 @@ def write_demo_files(root: str) -> DemoFiles:
     with open(monitoring_config_file, "w", encoding="utf-8") as handle:
         handle.write(MONITORING_CONFIG)
     return DemoFiles(root, model_config_file, monitoring_config_file,
-                     tuple(c.name for c in configs))
+                     tuple(c.name for c in configs), tuple(c.base_path for c in configs))

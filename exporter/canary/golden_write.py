@@ -77,6 +77,7 @@ def write_golden(path: str, document: dict, *, force: bool = False, npz: bool = 
                                   "without force (--force)")
     base_dir = os.path.dirname(path)
     parsed = _json_round_trip(document, path)
+    _make_directory_for(path)
     valid = _validated(parsed, path, lambda name: read_npz(os.path.join(base_dir, name)))
     written = []
     if npz_path:
@@ -130,6 +131,28 @@ def _document_with_data(parsed: dict, valid: ValidGolden, data_name: str) -> dic
     return {key: document[key] for key in TOP_KEYS if key in document}
 
 
+def _make_directory_for(path: str) -> None:
+    """Create the file's directory when only it is missing (``-o golden/x.json`` in a fresh
+    checkout); a missing parent is named rather than created, as a typo is likelier there."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return
+    parent = os.path.dirname(directory)
+    if not os.path.isdir(parent):
+        missing = parent
+        while not os.path.isdir(os.path.dirname(missing)):
+            missing = os.path.dirname(missing)
+        raise GoldenError([f"{path}: cannot write: directory {missing} does not exist"])
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        if not os.path.isdir(directory):
+            raise GoldenError([f"{path}: cannot write: {directory} is not a directory"]) from None
+    except OSError as error:
+        raise GoldenError([f"{path}: cannot create directory {directory}: "
+                           f"{error.strerror}"]) from None
+
+
 def _write_text(target: str, text: str) -> None:
     with open(target, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -140,8 +163,12 @@ def _write_text(target: str, text: str) -> None:
 def _atomic_write(path: str, write) -> None:
     """Write beside the target, then rename: a reader never sees half a file."""
     directory = os.path.dirname(path) or "."
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                             suffix=".tmp")
+    try:
+        descriptor, temporary = tempfile.mkstemp(
+            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as error:
+        # The temporary file's name means nothing to the user; the target's does.
+        raise GoldenError([f"{path}: cannot write in {directory}: {error.strerror}"]) from None
     os.close(descriptor)
     try:
         write(temporary)

@@ -65,6 +65,11 @@ class CanaryRunner:
     def models(self) -> list[str]:
         return sorted(self._golden)
 
+    @property
+    def golden_paths(self) -> dict[str, str]:
+        """Model -> the golden file its canaries run."""
+        return {model: golden.path for model, golden in sorted(self._golden.items())}
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
