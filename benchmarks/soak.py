@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.stack import (free_port, rss_mib, start_exporter, start_simulator,  # noqa: E402
                               stop as stop_processes, wait_for)
-from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR, write_demo_files  # noqa: E402
+from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR, write_demo_files  # noqa: E402
 from tfserving_simulator.demo_models import write_half_plus_two  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def main() -> int:
             handle.write("limits:\n  max_versions_per_model: 3\n")
         exporter = start_exporter(web_port, grpc_port, rest_port, files.model_config_file,
                                   f"--config.file={config}",
-                                  f"--canary.golden-dir={DEMO_GOLDEN_DIR}",
+                                  f"--canary.golden-dir={STANDIN_GOLDEN_DIR}",
                                   "--canary.interval=1s")
         url = f"http://127.0.0.1:{web_port}/metrics"
         stop = threading.Event()

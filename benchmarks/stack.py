@@ -12,6 +12,8 @@ import time
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from tfserving_simulator import process as simulator_process  # noqa: E402
 
 
 def free_port() -> int:
@@ -36,11 +38,9 @@ def cpu_seconds(pid: int) -> float:
 
 def start_simulator(model_config_file: str, monitoring_config_file: str, grpc_port: int,
                     rest_port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "exporter", "simulate", f"--port={grpc_port}",
-         f"--rest_api_port={rest_port}", f"--model_config_file={model_config_file}",
-         f"--monitoring_config_file={monitoring_config_file}", "--bind_address=127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    return simulator_process.start(grpc_port, rest_port, model_config_file,
+                                   monitoring_config_file, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, cwd=ROOT)
 
 
 def start_exporter(web_port: int, grpc_port: int, rest_port: int, model_config_file: str,
@@ -57,13 +57,7 @@ def start_exporter(web_port: int, grpc_port: int, rest_port: int, model_config_f
 
 def stop(*processes: subprocess.Popen | None) -> None:
     for process in processes:
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        simulator_process.stop(process)
 
 
 def wait_for(url: str, timeout: float, predicate=lambda r: r.status_code == 200) -> float:

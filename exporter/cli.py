@@ -182,12 +182,19 @@ def _add_record_parser(actions) -> None:
                         default="localhost:8500", metavar="ADDRESS")
     record.add_argument("--tfserving.rest-address", dest="rest_address",
                         default="http://localhost:8501", metavar="URL")
-    record.add_argument("--timeout", default="60s", help="Deadline for the whole recording.")
+    record.add_argument("--timeout", default="60s",
+                        help="Deadline for the whole recording, calibration runs included.")
     record.add_argument("--batch-size", type=int, default=64, help="Examples per request.")
     record.add_argument("--atol", type=float, default=1e-6,
-                        help="Absolute tolerance written for every output.")
+                        help="Absolute tolerance written for every output; with --calibrate, "
+                             "the least one written for floating-point outputs.")
     record.add_argument("--rtol", type=float, default=1e-6,
                         help="Relative tolerance written for every output.")
+    record.add_argument("--calibrate", type=_calibration_runs, metavar="N",
+                        help="Send the requests N more times at --batch-size and N times at "
+                             "batch size 1 to the same version, and write each floating-point "
+                             "output's atol from the largest difference seen, at least --atol "
+                             "(the measured noise goes in provenance).")
     record.add_argument("--top1", action="append", default=[], metavar="OUTPUT",
                         help="Class-score output whose top-1 agreement is required "
                              "(repeatable).")
@@ -204,6 +211,17 @@ def _add_record_parser(actions) -> None:
     record.add_argument("--npz", action="store_true",
                         help="Store the arrays in an .npz beside the JSON (large sets).")
     record.add_argument("--force", action="store_true", help="Overwrite an existing file.")
+
+
+def _calibration_runs(text: str) -> int:
+    """--calibrate's N: argparse turns the ValueError into a usage error naming the flag."""
+    try:
+        runs = int(text)
+    except ValueError:
+        runs = 0
+    if runs < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of runs >= 1, got {text!r}")
+    return runs
 
 
 def cmd_golden(args: argparse.Namespace) -> int:
@@ -235,7 +253,7 @@ def cmd_golden(args: argparse.Namespace) -> int:
             version=args.version, timeout=timeout, batch_size=args.batch_size,
             atol=args.atol, rtol=args.rtol, top1_outputs=top1, labels=labels,
             label_output=args.label_output, labels_from_output=args.labels_from_output,
-            min_accuracy=args.min_accuracy)
+            min_accuracy=args.min_accuracy, calibrate_runs=args.calibrate)
         written = write_golden(args.output, document, force=args.force, npz=args.npz)
     except (GoldenError, FileExistsError) as err:
         print(f"tfserving-exporter golden record: {err}", file=sys.stderr)
@@ -248,6 +266,12 @@ def cmd_golden(args: argparse.Namespace) -> int:
     provenance = document["provenance"]
     print(f"recorded model {args.model} version {provenance['version']} over {args.protocol}: "
           f"wrote {', '.join(written)}")
+    calibration = provenance.get("calibration")
+    for alias, noise in (calibration or {}).get("outputs", {}).items():
+        print(f"  {alias}: noise {noise['between_runs']:.3g} between runs, "
+              + ("none measured" if noise["between_batch_sizes"] is None
+                 else f"{noise['between_batch_sizes']:.3g}")
+              + f" between batch sizes; atol {noise['atol']:g}")
     return 0
 
 

@@ -1,28 +1,41 @@
 """``tfserving-exporter demo``: the simulator with the demo models, plus the exporter.
 
+The models are real SavedModels (TF Serving's half_plus_two and a small CNN), so the simulator
+runs TensorFlow, in a process of its own as TF Serving would; the exporter's process never
+loads it.
+
 The newcomer's first command. Everything binds to 127.0.0.1; TF Serving's usual ports are used
 when free, otherwise the simulator takes free ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 
 from exporter.signals import install_stop_handlers, wait_for
 
-
 DEMO_CANARY_INTERVAL = "15s"
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+def pick_ports(*preferred: int) -> list[int]:
+    """TF Serving's usual ports where free, else ones the OS has free, all different (the
+    simulator's command line, like TF Serving's, needs numbers). Sockets stay bound until
+    all are picked, so the OS cannot offer one twice."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for port in preferred:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
 
 
 def run_demo(listen_address: str, log_level: str = "info") -> int:
@@ -31,7 +44,7 @@ def run_demo(listen_address: str, log_level: str = "info") -> int:
     from exporter.config import ConfigError, load_config
     from exporter.logsetup import configure_logging
     from exporter.runtime import start_exporter
-    from tfserving_simulator.app import Simulator, SimulatorOptions
+    from tfserving_simulator import process as simulator_process
     from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR, write_demo_files
 
     configure_logging(log_level, "logfmt")
@@ -39,19 +52,22 @@ def run_demo(listen_address: str, log_level: str = "info") -> int:
     root = tempfile.mkdtemp(prefix="tfserving-exporter-demo-")
     simulator = running = None
     try:
-        files = write_demo_files(root)
-        simulator = Simulator(SimulatorOptions(
-            grpc_port=8500 if port_is_free(8500) else 0,
-            rest_api_port=8501 if port_is_free(8501) else 0,
-            model_config_file=files.model_config_file,
-            monitoring_config_file=files.monitoring_config_file,
-            bind_address="127.0.0.1",
-        ))
-        simulator.start(timeout=60)
+        files = write_demo_files(root, real=True)
+        grpc_port, rest_port = pick_ports(8500, 8501)
+        simulator = simulator_process.start(grpc_port, rest_port, files.model_config_file,
+                                            files.monitoring_config_file,
+                                            stdout=subprocess.DEVNULL)
+        try:
+            simulator_process.wait_until_serving(simulator, rest_port, files.model_names,
+                                                 timeout=60)
+        except RuntimeError as err:
+            print(f"tfserving-exporter demo: the TF Serving simulator did not start: {err}",
+                  file=sys.stderr)
+            return 1
         try:
             config = load_config(None, {
-                "tfserving.grpc_address": f"127.0.0.1:{simulator.grpc_port}",
-                "tfserving.rest_address": f"http://127.0.0.1:{simulator.rest_port}",
+                "tfserving.grpc_address": f"127.0.0.1:{grpc_port}",
+                "tfserving.rest_address": f"http://127.0.0.1:{rest_port}",
                 "tfserving.model_config_file": files.model_config_file,
                 "canary.golden_dir": DEMO_GOLDEN_DIR,
                 "canary.interval": DEMO_CANARY_INTERVAL,
@@ -72,8 +88,8 @@ def run_demo(listen_address: str, log_level: str = "info") -> int:
         width = max(len(name) for name in files.model_names)
         models = "".join(f"  {name:<{width}}  {path}\n"
                          for name, path in zip(files.model_names, files.base_paths))
-        print(f"TF Serving simulator: gRPC 127.0.0.1:{simulator.grpc_port}, "
-              f"REST http://127.0.0.1:{simulator.rest_port}\n"
+        print(f"TF Serving simulator: gRPC 127.0.0.1:{grpc_port}, "
+              f"REST http://127.0.0.1:{rest_port}, running real TensorFlow SavedModels\n"
               "Models and their base paths (a new version directory there is loaded, as in "
               f"TF Serving):\n{models}"
               f"Exporter metrics: {url}\n"
@@ -84,6 +100,5 @@ def run_demo(listen_address: str, log_level: str = "info") -> int:
     finally:
         if running is not None:
             running.stop()
-        if simulator is not None:
-            simulator.stop()
+        simulator_process.stop(simulator)
         shutil.rmtree(root, ignore_errors=True)

@@ -11,9 +11,15 @@ import requests
 
 from exporter.config import load_config
 from exporter.runtime import start_exporter
+from tests import real_models as _real_models
 from tests.helpers import wait_until
 from tfserving_simulator.app import Simulator, SimulatorOptions
 from tfserving_simulator.demo_files import write_demo_files
+
+# The session's real SavedModels (built with TensorFlow in a subprocess), for every suite, and
+# the guard keeping TensorFlow's runtime out of this process.
+real_models = _real_models.real_models
+no_tensorflow_in_this_process = _real_models.no_tensorflow_in_this_process
 
 
 def require_tool(name: str) -> str:
@@ -86,25 +92,35 @@ class ExporterHandle:
 
 
 @pytest.fixture
-def start_exporter_for():
-    """Factory: start an exporter against a simulator with config overrides."""
+def start_exporter_with():
+    """Factory: start an exporter from settings (dotted paths to values, as flags give
+    them); every one started is stopped after the test."""
     started = []
 
-    def start(sim: SimulatorHandle, **overrides) -> ExporterHandle:
-        values = {
-            "tfserving.grpc_address": f"127.0.0.1:{sim.grpc_port}",
-            "tfserving.rest_address": f"http://127.0.0.1:{sim.rest_port}",
-            "tfserving.model_config_file": sim.files.model_config_file,
-            "web.listen_address": "127.0.0.1:0",
-        }
-        values.update({key.replace("__", "."): value for key, value in overrides.items()})
-        running = start_exporter(load_config(None, values))
+    def start(values: dict) -> ExporterHandle:
+        running = start_exporter(load_config(None, {"web.listen_address": "127.0.0.1:0",
+                                                    **values}))
         started.append(running)
         return ExporterHandle(running)
 
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def start_exporter_for(start_exporter_with):
+    """Factory: start an exporter against a simulator with config overrides."""
+    def start(sim: SimulatorHandle, **overrides) -> ExporterHandle:
+        values = {
+            "tfserving.grpc_address": f"127.0.0.1:{sim.grpc_port}",
+            "tfserving.rest_address": f"http://127.0.0.1:{sim.rest_port}",
+            "tfserving.model_config_file": sim.files.model_config_file,
+        }
+        values.update({key.replace("__", "."): value for key, value in overrides.items()})
+        return start_exporter_with(values)
+
+    return start
 
 
 @pytest.fixture

@@ -221,6 +221,36 @@ def status_json(versions: Iterable[tuple[object, str]]) -> bytes:
         for version, state in versions]}).encode()
 
 
+def metadata_json(model: str, version: int, inputs: dict[str, str], outputs: dict[str, str],
+                  signature: str = "serving_default") -> bytes:
+    """A GET /v1/models/<m>/versions/<v>/metadata reply with one predict signature; tensors as
+    alias -> dtype name, shapes unknown (proto JSON writes sizes as strings)."""
+    import json
+
+    def tensors(dtypes: dict[str, str]) -> dict:
+        return {alias: {"dtype": dtype, "tensor_shape": {"dim": [], "unknown_rank": True},
+                        "name": f"{alias}:0"} for alias, dtype in dtypes.items()}
+
+    return json.dumps({
+        "model_spec": {"name": model, "signature_name": "", "version": str(version)},
+        "metadata": {"signature_def": {"signature_def": {signature: {
+            "inputs": tensors(inputs), "outputs": tensors(outputs),
+            "method_name": "tensorflow/serving/predict"}}}}}).encode()
+
+
+def serve_model(server: RawHttpServer, model: str, version: int, predict: bytes,
+                inputs: dict[str, str], outputs: dict[str, str]) -> None:
+    """The REST routes of ``model`` with one AVAILABLE ``version``: status, metadata, and
+    predict (unpinned and pinned), which answers ``predict`` whatever the request. Call again
+    with another ``predict`` to change the answer."""
+    base = f"/v1/models/{model}"
+    server.route(base, Reply(status_json([(version, "AVAILABLE")])))
+    server.route(f"{base}/versions/{version}/metadata",
+                 Reply(metadata_json(model, version, inputs, outputs)))
+    for path in (f"{base}:predict", f"{base}/versions/{version}:predict"):
+        server.route(path, Reply(predict))
+
+
 def page(lines: Iterable[str], types: dict[str, str] | None = None) -> bytes:
     head = "".join(f"# TYPE {name} {kind}\n" for name, kind in (types or {}).items())
     return (head + "".join(f"{line}\n" for line in lines)).encode()

@@ -261,13 +261,13 @@ def test_intervals_are_jittered_within_bounds():
 
 
 def test_version_roll_during_a_canary_run(simulator, start_exporter_for):
-    from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
+    from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR
 
     # Slow predicts and small batches: a run takes ~1.6 s, so the roll lands inside one.
     simulator.simulator.faults.add(FaultRule(operations=frozenset({"predict"}),
                                              latency_seconds=0.2))
     exporter = _canary_exporter(start_exporter_for, simulator,
-                                [f"{DEMO_GOLDEN_DIR}/half_plus_two.json"],
+                                [f"{STANDIN_GOLDEN_DIR}/half_plus_two.json"],
                                 canary__batch_size=2, canary__interval="50ms")
     exporter.metrics_until(lambda t: (_canary(t, "runs_total", model="half_plus_two",
                                               version="123") or 0) >= 1,

@@ -29,10 +29,10 @@ def test_readme_config_reference_is_current():
 
 
 def test_every_exported_metric_is_documented(simulator, start_exporter_for):
-    from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
+    from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR
     from tests.helpers import sample_value
 
-    exporter = start_exporter_for(simulator, canary__golden_dir=DEMO_GOLDEN_DIR,
+    exporter = start_exporter_for(simulator, canary__golden_dir=STANDIN_GOLDEN_DIR,
                                   canary__interval="100ms")
     text = exporter.metrics_until(lambda t: sample_value(
         t, "tfserving_canary_accuracy_ratio", model="image_classifier", version="1") == 1,

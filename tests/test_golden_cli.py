@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from exporter.canary.golden import load_golden
 from tests.test_cli import run_cli
-from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
+from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR, STANDIN_GOLDEN_DIR
+from tfserving_simulator.faults import FaultRule
 
 REQUEST = {"instances": [[1.0], [2.0], [5.0]]}
 
@@ -85,9 +87,9 @@ def test_check_config_reports_bad_golden_files(tmp_path):
     assert "broken.json: provenance: required" in result.stderr  # every problem, not the first
 
 
-def test_check_config_accepts_the_demo_golden_sets(tmp_path):
-    result = run_cli("check-config", "--model=half_plus_two",
-                     f"--canary.golden-dir={DEMO_GOLDEN_DIR}")
+@pytest.mark.parametrize("golden_dir", [DEMO_GOLDEN_DIR, STANDIN_GOLDEN_DIR])
+def test_check_config_accepts_the_demo_golden_sets(golden_dir):
+    result = run_cli("check-config", "--model=half_plus_two", f"--canary.golden-dir={golden_dir}")
     assert result.returncode == 0, result.stderr
     assert "2 golden sets (half_plus_two, image_classifier)" in result.stdout
 
@@ -114,3 +116,32 @@ def test_record_names_the_missing_directory_instead_of_a_temporary_file(simulato
     assert result.stderr.strip() == (f"tfserving-exporter golden record: {output}: cannot "
                                      f"write: directory {tmp_path / 'nope'} does not exist")
     assert not (tmp_path / "nope").exists()
+
+
+def test_record_without_calibrate_writes_no_calibration(simulator, tmp_path):
+    result, output = _record(simulator, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "calibration" not in json.loads(output.read_text())["provenance"]
+    assert load_golden(str(output)).provenance.calibration is None
+
+
+@pytest.mark.parametrize("runs", ["0", "-3", "2.5", "many"])
+def test_record_refuses_a_calibration_that_is_not_a_positive_number_of_runs(simulator, tmp_path,
+                                                                             runs):
+    result, output = _record(simulator, tmp_path, "--calibrate", runs)
+    assert result.returncode == 2
+    assert (f"golden record: error: argument --calibrate: expected a whole number of runs >= 1, "
+            f"got '{runs}'") in result.stderr
+    assert not output.exists()
+
+
+def test_record_with_calibration_out_of_time_writes_nothing(simulator, tmp_path):
+    # The recording's one request fits in --timeout; its calibration runs do not.
+    simulator.simulator.faults.add(FaultRule(operations=frozenset({"predict"}),
+                                             latency_seconds=0.3))
+    result, output = _record(simulator, tmp_path, "--calibrate", "5", "--timeout", "1s")
+    assert result.returncode == 1
+    assert result.stderr.startswith("tfserving-exporter golden record: calibration run ")
+    assert "out of time: the recording's deadline (golden record --timeout) covers every " \
+           "calibration run, so allow more" in result.stderr
+    assert not output.exists()

@@ -38,7 +38,7 @@ from tests.prometheus_harness import exporter_and_tfserving_jobs
 from tests.prometheus_harness import prometheus_for  # noqa: F401  (pytest fixture)
 from tests.test_dashboards import DASHBOARD_FILES, data_panels, load
 from tests.test_rules import RULES, recording_names
-from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
+from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR
 from tfserving_simulator.demo_models import write_broken_version, write_half_plus_two
 from tfserving_simulator.faults import FaultRule
 
@@ -171,7 +171,7 @@ def wait_for_all_queries(prom, queries: dict[str, str], timeout: float) -> None:
 def test_dashboards_and_rules_work_against_prometheus(prometheus_for, simulator,
                                                       start_exporter_for, tmp_path):
     started = time.monotonic()
-    exporter = start_exporter_for(simulator, canary__golden_dir=DEMO_GOLDEN_DIR,
+    exporter = start_exporter_for(simulator, canary__golden_dir=STANDIN_GOLDEN_DIR,
                                   canary__interval="1s")
     instance = f"127.0.0.1:{exporter.running.port}"
     provoke_scrape_errors(exporter, simulator)

@@ -15,7 +15,7 @@ from exporter.runtime import start_exporter
 from tests.conftest import ExporterHandle
 from tests.exporter_process import ExporterProcess
 from tests.helpers import sample_value, wait_until
-from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
+from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR
 
 
 def _write_config(path, models, golden_dir=None):
@@ -28,7 +28,7 @@ def _write_config(path, models, golden_dir=None):
 @pytest.fixture
 def reloadable(simulator, tmp_path):
     golden_dir = tmp_path / "golden"
-    shutil.copytree(DEMO_GOLDEN_DIR, golden_dir)
+    shutil.copytree(STANDIN_GOLDEN_DIR, golden_dir)
     config_file = tmp_path / "config.yaml"
     _write_config(config_file, ["half_plus_two"], golden_dir)
     overrides = {"tfserving.grpc_address": f"127.0.0.1:{simulator.grpc_port}",

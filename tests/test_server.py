@@ -36,15 +36,15 @@ def _landing_row(page: str, name: str) -> str:
 
 def test_landing_page_shows_the_models_in_effect_and_the_golden_files(simulator,
                                                                        start_exporter_for):
-    from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR, models_config_text
+    from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR, models_config_text
 
     # Models come from models.config (the simulator's) and the golden sets, none from flags.
-    exporter = start_exporter_for(simulator, canary__golden_dir=DEMO_GOLDEN_DIR)
+    exporter = start_exporter_for(simulator, canary__golden_dir=STANDIN_GOLDEN_DIR)
     page = exporter.get("/").text
     assert _landing_row(page, "Models") == "half_plus_two, image_classifier"
     canaries = _landing_row(page, "Canaries")
     for model in ("half_plus_two", "image_classifier"):
-        assert f"{model}: {DEMO_GOLDEN_DIR}/{model}.json" in canaries
+        assert f"{model}: {STANDIN_GOLDEN_DIR}/{model}.json" in canaries
     # models.config is followed: a model added there shows on the next look.
     with open(simulator.files.model_config_file, "w", encoding="utf-8") as handle:
         handle.write(models_config_text([("half_plus_two", "/models/half_plus_two"),

@@ -173,6 +173,9 @@ def test_a_wheel_of_the_repository_has_the_simulator_as_its_own_package(tmp_path
     assert top_level == {"exporter", "tfserving_wire", "tfserving_simulator"}
     assert not [name for name in names if name.startswith("exporter/") and "simulator" in name]
     assert "tfserving_simulator/demo_data/golden/half_plus_two.json" in names
+    assert "tfserving_simulator/demo_data/models/image_classifier/1/variables/variables.index" \
+        in names and "tfserving_simulator/demo_data/models/half_plus_two/00000123/saved_model.pb" \
+        in names
     assert "tfserving_simulator/app.py" in names and "tfserving_wire/protos.py" in names
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
     assert "tfserving-exporter = exporter.cli:main" in zipfile.ZipFile(wheel).read(

@@ -24,9 +24,11 @@ import logging
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 from tfserving_simulator import flags as flags_module
+from tfserving_simulator import logfmt
 from tfserving_simulator.errors import ServingError
 from tfserving_simulator.faults import FaultConfigError, Faults
 from tfserving_simulator.grpc_api import GrpcApiOptions, GrpcServer
@@ -96,7 +98,6 @@ class Simulator:
         self._rest: RestServer | None = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
-        self._config_text: str | None = None
 
     # --- properties ---
 
@@ -158,12 +159,14 @@ class Simulator:
         if options.models:
             return list(options.models)
         if options.model_config_file:
-            self._config_text = _read_text(options.model_config_file)
-            return parse_model_config_text(self._config_text)
+            return parse_model_config_text(_read_text(options.model_config_file)) or []
         if not options.model_base_path:
             raise ServingError("INVALID_ARGUMENT",
                                "Both server_options.model_base_path and "
                                "server_options.model_config_file are empty!")
+        # server.cc, BuildSingleModelConfig (the double space is TF's).
+        log.info("Building single TensorFlow model file config:  model_name: %s "
+                 "model_base_path: %s", options.model_name, options.model_base_path)
         return [ModelConfig(options.model_name, options.model_base_path)]
 
     def _start_grpc(self) -> None:
@@ -223,29 +226,39 @@ class Simulator:
     # --- file watching ---
 
     def _watch_files(self) -> None:
-        """Re-apply --model_config_file every poll interval, re-read the fault file on change."""
+        """Re-read the fault file when it changes, and with
+        --model_config_file_poll_wait_seconds re-apply the model config file on every poll,
+        the first one at once (server.cc starts a PeriodicFunction after ServerCore::Create)."""
         config_every = self.options.model_config_file_poll_wait_seconds
-        config_due = config_every
-        while not self._stop.wait(_FAULT_FILE_CHECK_SECONDS):
-            self.faults.reload_file_if_changed()
-            if self.options.model_config_file and config_every > 0:
-                config_due -= _FAULT_FILE_CHECK_SECONDS
-                if config_due <= 0:
-                    config_due = config_every
-                    self._reload_model_config()
+        polling = bool(self.options.model_config_file) and config_every > 0
+        next_faults = next_config = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_faults:
+                self.faults.reload_file_if_changed()
+                next_faults = now + _FAULT_FILE_CHECK_SECONDS
+            if polling and now >= next_config:
+                self._reload_model_config()
+                next_config = now + config_every
+            wake = min(next_faults, next_config) if polling else next_faults
+            self._stop.wait(max(0.0, wake - time.monotonic()))
 
     def _reload_model_config(self) -> None:
-        path = self.options.model_config_file
+        """server.cc, PollFilesystemAndReloadConfig: the file is applied whether or not it
+        changed, so what a poll refused (a label on a version still loading) is tried again
+        on the next one (ServerCore::ReloadConfig re-validates the labels every time)."""
         try:
-            text = _read_text(path)
-            if text == self._config_text:
-                return
-            models = parse_model_config_text(text)
-            self._config_text = text
-            log.info("applying changed model config file %s", path)
+            models = parse_model_config_text(_read_text(self.options.model_config_file))
+        except ServingError as err:
+            log.error("Failed to read ModelServerConfig file: %s", err.message)
+            return
+        if models is None:
+            log.info("Taking no action for empty config.")  # server_core.cc, ReloadConfig
+            return
+        try:
             self.core.reload_config(models)
-        except (OSError, ServingError) as err:
-            log.error("keeping the current model config; %s: %s", path, err)
+        except ServingError as err:
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", err.message)
 
 
 def _read_text(path: str) -> str:
@@ -265,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv):
         print(flags_module.usage())
         return 0
+    if not logging.getLogger().handlers:  # an embedding program's own setup wins
+        logfmt.configure_logging(sys.stderr)
     try:
         parsed = flags_module.parse_flags(argv)
         flags_module.validate(parsed)
@@ -275,9 +290,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"TensorFlow ModelServer: {SIMULATED_VERSION}")
         print(f"TensorFlow Library: {SIMULATED_VERSION}")
         return 0
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if parsed.port == 0:
         print("Failed to start server. Error: INVALID_ARGUMENT: At least one of "
               "server_options.grpc_port or server_options.grpc_socket_path must be set.",

@@ -108,8 +108,9 @@ def _set_diff_text(values) -> str:
     return "{" + ",".join(sorted(values)) + "}"
 
 
-def _check_predict_inputs(signature, request) -> None:
-    """``PreProcessPrediction``: input aliases and ``output_filter``."""
+def _predict_inputs(signature, request) -> dict:
+    """``PreProcessPrediction``: the request's inputs checked against the signature and
+    decoded, then its ``output_filter`` checked."""
     sent, expected = set(request.inputs), set(signature.inputs)
     if len(sent) != len(expected):
         raise ServingError(
@@ -118,13 +119,17 @@ def _check_predict_inputs(signature, request) -> None:
             f"len({_set_diff_text(sent)}) != len({_set_diff_text(expected)}). "
             f"Sent extra: {_set_diff_text(sent - expected)}. "
             f"Missing but required: {_set_diff_text(expected - sent)}.")
+    # TensorFlow's saved_model::GetInputValues (cc/saved_model/util.cc): alias by alias, a
+    # missing one is reported with the keys the *request* has, else the tensor is decoded.
+    inputs = {}
     for alias in sorted(expected):
         if alias not in sent:
             raise ServingError(
                 "INVALID_ARGUMENT",
                 f"Signature input alias: {alias}(feed name: {signature.inputs[alias].name}) not "
                 f"found in request and no default value provided. Inputs expected to be in the "
-                f"request {_set_diff_text(expected)}, or default input alias set: ")
+                f"request {_set_diff_text(sent)}, or default input alias set: ")
+        inputs[alias] = _decode_tensor(request.inputs[alias], alias)
     seen = set()
     for alias in request.output_filter:
         if alias not in signature.outputs:
@@ -135,6 +140,7 @@ def _check_predict_inputs(signature, request) -> None:
         if alias in seen:
             raise ServingError("INVALID_ARGUMENT", f"duplicate output tensor alias: {alias}")
         seen.add(alias)
+    return inputs
 
 
 class PredictionServicer(protos.prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -172,9 +178,7 @@ class PredictionServicer(protos.prediction_service_pb2_grpc.PredictionServiceSer
             if signature is None:
                 raise ServingError("FAILED_PRECONDITION",
                                    f"Serving signature key \"{name}\" not found.")
-            _check_predict_inputs(signature, request)
-            inputs = {alias: _decode_tensor(proto, alias)
-                      for alias, proto in request.inputs.items()}
+            inputs = _predict_inputs(signature, request)
             outputs = self._run("predict", servable, context, lambda: servable.predict(
                 name, inputs, tuple(request.output_filter)))
             response = protos.predict_pb2.PredictResponse()
@@ -236,11 +240,15 @@ class PredictionServicer(protos.prediction_service_pb2_grpc.PredictionServiceSer
             if not request.metadata_field:
                 raise ServingError("INVALID_ARGUMENT", "GetModelMetadataRequest must specify at "
                                                        "least one metadata_field")
-            response = protos.get_model_metadata_pb2.GetModelMetadataResponse()
+            # get_model_metadata_impl.cc, ValidateGetModelMetadataRequest: every field is
+            # checked before the model is looked up (a bad field on an unknown model is
+            # INVALID_ARGUMENT, not NOT_FOUND).
             for field in request.metadata_field:
                 if field != _SIGNATURE_DEF_FIELD:
                     raise ServingError("INVALID_ARGUMENT",
                                        f"Metadata field {field} is not supported")
+            response = protos.get_model_metadata_pb2.GetModelMetadataResponse()
+            for field in request.metadata_field:
                 servable = self._backend.servable(request.model_spec)
                 self._backend.faults.before_request("grpc", "metadata", servable.name,
                                                     servable.version)

@@ -41,6 +41,10 @@ def tensor_info_proto(info: TensorInfo):
 
 
 def signature_def_proto(signature: SignatureDef):
+    """The SignatureDef as TF Serving holds it: a real SavedModel's own proto as read from the
+    file (so metadata is exactly the file's), else one built from the stand-in's fields."""
+    if signature.proto is not None:
+        return signature.proto
     proto = protos.meta_graph_pb2.SignatureDef()
     proto.method_name = signature.method_name
     for alias, info in signature.inputs.items():
@@ -80,8 +84,11 @@ def classification_signature(signatures: dict[str, SignatureDef], name: str) -> 
         raise ServingError("INVALID_ARGUMENT", "No classification inputs found in SignatureDef: "
                                                + _debug_string(signature))
     if "classes" not in signature.outputs and "scores" not in signature.outputs:
+        # classifier.cc, PreProcessClassification (what classify on a regress signature gets).
         raise ServingError("INVALID_ARGUMENT", "Expected classification signature outputs to "
-                                               "contain at least one of classes or scores.")
+                                               "contain at least one of \"classes\" or "
+                                               "\"scores\". Signature was: "
+                                               + _debug_string(signature))
     return signature
 
 

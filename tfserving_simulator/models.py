@@ -1,4 +1,10 @@
-"""Simulated model programs (numpy), their signatures, and the servable the front ends call."""
+"""Simulated model programs (numpy), their signatures, and the servable the front ends call.
+
+The servable runs any ``ModelProgram``: the numpy stand-ins here, or a real SavedModel in
+TensorFlow's runtime (``tf_session.SessionProgram``). What TF Serving does around the graph
+(serialized tf.Examples for Classify/Regress, the checks on their outputs, runtime latency,
+output faults) is the servable's, so it is the same for both.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +37,17 @@ class TensorInfo:
 
 @dataclass(frozen=True, eq=True)
 class SignatureDef:
-    """A SignatureDef: method name and input/output aliases mapped to tensors."""
+    """A SignatureDef: method name and input/output aliases mapped to tensors.
+
+    ``proto`` is the ``tensorflow.SignatureDef`` read from a real SavedModel (None for the
+    numpy stand-ins): metadata and error texts then show it exactly as the file has it, with
+    what the fields above leave out (dimension names, sparse encodings, defaults).
+    """
 
     method_name: str
     inputs: dict[str, TensorInfo]
     outputs: dict[str, TensorInfo]
+    proto: Any = field(default=None, compare=False, repr=False)
 
 
 # --- TF dtypes -----------------------------------------------------------------------------
@@ -45,13 +57,18 @@ def _tf_short_name(dtype: str) -> str:
     return dtype[len("DT_"):].lower()
 
 
-def _tf_short_name_of_array(array: np.ndarray) -> str:
+def _dtype_of_array(array: np.ndarray) -> str:
+    """The TF dtype name (``DT_FLOAT``) of an array as the runtime would hold it."""
     if array.dtype.kind in "OSU":
-        return "string"
+        return "DT_STRING"
     for dtype, numpy_type in NUMPY_TYPES.items():
         if numpy_type is not object and array.dtype == numpy_type:
-            return _tf_short_name(dtype)
-    return str(array.dtype)
+            return dtype
+    return "DT_" + str(array.dtype).upper()
+
+
+def _tf_short_name_of_array(array: np.ndarray) -> str:
+    return _tf_short_name(_dtype_of_array(array))
 
 
 def _check_feed_dtype(index: int, info: TensorInfo, array: np.ndarray) -> None:
@@ -135,6 +152,16 @@ def example_features(example) -> dict[str, Feature]:
     return features
 
 
+def serialized_example(features: dict[str, Feature]) -> bytes:
+    """A feature dict as a serialized tf.Example (the inverse of ``example_features``)."""
+    example = protos.example_pb2.Example()
+    for key, (kind, values) in features.items():
+        value_list = getattr(example.features.feature[key], f"{kind}_list")
+        value_list.SetInParent()  # an empty list still says its kind
+        value_list.value.extend(values)
+    return example.SerializeToString()
+
+
 def _examples_from_feed(value) -> list[dict[str, Feature]]:
     if isinstance(value, np.ndarray):
         return [_example_from_serialized(item) for item in value.reshape(-1)]
@@ -154,9 +181,14 @@ REGRESS = "tensorflow/serving/regress"
 
 
 class ModelProgram:
-    """A loaded "graph": signatures plus a function from fed tensors to fetched tensors."""
+    """A loaded "graph": signatures plus a function from fed tensors to fetched tensors.
+
+    ``emulated``: a numpy stand-in, for which the servable imitates the checks TensorFlow's
+    runtime makes on feeds (dtypes); a real graph (False) makes them itself.
+    """
 
     kind = ""
+    emulated = True
     signatures: dict[str, SignatureDef]
 
     def run(self, feeds: dict[str, object], fetches: list[str]) -> dict[str, np.ndarray]:
@@ -272,6 +304,9 @@ _PROGRAMS = {HalfPlusTwo.kind: HalfPlusTwo, ImageClassifier.kind: ImageClassifie
 
 SAVED_MODEL_FILE = "saved_model.pb"
 SPEC_FILE = "simulator_model.json"
+# How a stand-in's saved_model.pb begins (demo_models writes it; never parsed). An empty file
+# is a stand-in's too; anything else there is taken for a real graph (saved_model.detect).
+PLACEHOLDER_PREFIX = b"simulated SavedModel"
 SPEC_FORMAT = 1
 _SPEC_KEYS = {"format", "kind", "params", "load_seconds", "fail_load"}
 
@@ -416,7 +451,8 @@ class Servable:
         for index, alias in enumerate(sorted(signature.inputs)):
             info = signature.inputs[alias]
             array = np.asarray(inputs[alias])
-            _check_feed_dtype(index, info, array)
+            if self.program.emulated:
+                _check_feed_dtype(index, info, array)
             feeds[info.name] = array
         return self._run("Predict", signature, feeds, aliases)
 
@@ -443,13 +479,7 @@ class Servable:
                                + _signature_text(signature))
         outputs = self._run("Regress", signature, self._example_feeds(signature, examples,
                                                                       context), ["outputs"])
-        values = outputs["outputs"]
-        if values.shape not in ((len(examples),), (len(examples), 1)):
-            raise ServingError(
-                "INVALID_ARGUMENT",
-                "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but "
-                f"got {_shape_text(values.shape)}")
-        return [float(value) for value in values.reshape(-1)]
+        return _regressions(np.asarray(outputs["outputs"]), len(examples))
 
     def _example_signature(self, signature_name: str, what: str) -> SignatureDef:
         name = signature_name or "serving_default"
@@ -463,17 +493,21 @@ class Servable:
                                + _signature_text(signature))
         return signature
 
-    @staticmethod
-    def _example_feeds(signature: SignatureDef, examples, context) -> dict[str, object]:
+    def _example_feeds(self, signature: SignatureDef, examples, context) -> dict[str, object]:
         info = signature.inputs["inputs"]
-        if info.dtype != "DT_STRING":
-            # TF Serving feeds serialized tf.Examples whatever the signature says.
+        if self.program.emulated and info.dtype != "DT_STRING":
+            # TF Serving feeds serialized tf.Examples whatever the signature says; a real
+            # graph rejects them itself with the runtime's words.
             raise ServingError(
                 "INVALID_ARGUMENT",
                 f"Expects arg[0] to be {_tf_short_name(info.dtype)} but string is provided")
-        # Context features are serialized before each example's, so the example's win.
-        merged = [{**(context or {}), **example} for example in examples]
-        return {info.name: merged}
+        # util.cc, InputToSerializedExampleTensor: a DT_STRING tensor [N], each element the
+        # context's serialized bytes followed by the example's (parsed as one message, an
+        # example's feature replaces the context's feature of the same name).
+        prefix = serialized_example(context) if context else b""
+        batch = np.empty(len(examples), dtype=object)
+        batch[:] = [prefix + serialized_example(example) for example in examples]
+        return {info.name: batch}
 
     def _run(self, api: str, signature: SignatureDef, feeds: dict[str, object],
              aliases: list[str]) -> dict[str, np.ndarray]:
@@ -489,21 +523,47 @@ class Servable:
 
 
 def _classifications(outputs: dict[str, np.ndarray], count: int) -> list[list[tuple[str, float]]]:
-    scores = outputs.get("scores")
-    classes = outputs.get("classes")
-    reference = scores if scores is not None else classes
-    if reference.ndim != 2 or reference.shape[0] != count:
-        raise ServingError(
-            "INVALID_ARGUMENT",
-            f"Expected Tensor shape: [{count} num_classes] but got {_shape_text(reference.shape)}")
-    results = []
-    for row in range(count):
-        labels = ([_label_text(label) for label in classes[row]] if classes is not None
-                  else [""] * reference.shape[1])
-        values = ([float(score) for score in scores[row]] if scores is not None
-                  else [0.0] * reference.shape[1])
-        results.append(list(zip(labels, values)))
-    return results
+    """classifier.cc, PostProcessClassificationResult: the checks on ``classes`` (DT_STRING)
+    and ``scores`` (DT_FLOAT), both [batch_size, num_classes], then the (label, score) pairs."""
+    tensors = {alias: np.asarray(outputs[alias]) for alias in ("classes", "scores")
+               if alias in outputs}
+    for alias, dtype in (("classes", "DT_STRING"), ("scores", "DT_FLOAT")):
+        tensor = tensors.get(alias)
+        if tensor is None:
+            continue
+        if tensor.ndim != 2:
+            raise ServingError("INVALID_ARGUMENT", "Expected Tensor shape: [batch_size num_classes]"
+                                                   f" but got {_shape_text(tensor.shape)}")
+        if _dtype_of_array(tensor) != dtype:
+            raise ServingError("INVALID_ARGUMENT", f"Expected {alias} Tensor of {dtype}. Got: "
+                                                   f"{_dtype_of_array(tensor)}")
+        if tensor.shape[0] != count:
+            raise ServingError("INVALID_ARGUMENT", f"Expected {alias} output batch size of "
+                                                   f"{count}. Got: {tensor.shape[0]}")
+    classes, scores = tensors.get("classes"), tensors.get("scores")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise ServingError("INVALID_ARGUMENT", "Tensors class and score should match in "
+                                               f"dim_size(1). Got {classes.shape[1]} vs. "
+                                               f"{scores.shape[1]}")
+    num_classes = (classes if classes is not None else scores).shape[1]
+    return [[(_label_text(classes[row, column]) if classes is not None else "",
+              float(scores[row, column]) if scores is not None else 0.0)
+             for column in range(num_classes)] for row in range(count)]
+
+
+def _regressions(values: np.ndarray, count: int) -> list[float]:
+    """regressor.cc, PostProcessRegressionResult: [batch_size] or [batch_size, 1], DT_FLOAT."""
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise ServingError("INVALID_ARGUMENT", "Expected output Tensor shape to be either "
+                                               "[batch_size] or [batch_size, 1] but got "
+                                               f"{_shape_text(values.shape)}")
+    if values.shape[0] != count:
+        raise ServingError("INVALID_ARGUMENT", "Input batch size did not match output batch "
+                                               f"size: {count} vs. {values.shape[0]}")
+    if _dtype_of_array(values) != "DT_FLOAT":
+        raise ServingError("INVALID_ARGUMENT", "Expected output Tensor of DT_FLOAT.  Got: "
+                                               f"{_dtype_of_array(values)}")
+    return [float(value) for value in values.reshape(-1)]
 
 
 def _label_text(label) -> str:

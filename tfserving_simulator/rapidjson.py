@@ -1,10 +1,12 @@
 """JSON the way TF Serving's REST layer sees and writes it (rapidjson 1.1.0).
 
-TF Serving parses request bodies with rapidjson (``kParseNanAndInfFlag``) and writes responses
-with rapidjson's ``PrettyWriter``. Clients can see both: parse errors quote rapidjson's English
-message and byte offset, and response bodies carry PrettyWriter's layout, including the odd
-shapes produced when TF Serving toggles ``kFormatSingleLineArray`` half-way through an array.
-Python's ``json`` module matches neither, so this module reimplements the small parts needed.
+TF Serving parses request bodies with rapidjson (``util/json_tensor.cc``, ``ParseJson``: flags
+``kParseIterativeFlag | kParseNanAndInfFlag | kParseStopWhenDoneFlag`` since 2.18) and writes
+responses with rapidjson's ``PrettyWriter``. Clients can see both: parse errors quote rapidjson's
+English message and byte offset, error messages quote the request through a size-capped writer,
+and response bodies carry PrettyWriter's layout, including the odd shapes produced when TF
+Serving toggles ``kFormatSingleLineArray`` half-way through an array. Python's ``json`` module
+matches none of this, so this module reimplements the small parts needed.
 
 Parsed values: ``None``, ``bool``, ``int`` (rapidjson's integer kinds), ``float`` (its doubles,
 including NaN/Infinity tokens), ``str``, ``list`` and :class:`JsonObject` (members in document
@@ -13,13 +15,13 @@ order; lookups return the first member of a name, like ``FindMember``).
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from decimal import Decimal
-from typing import Callable
 
 _UINT64_MAX = (1 << 64) - 1
 _INT64_MIN_MAGNITUDE = 1 << 63
-_FLOAT32_MAX = 3.4028234663852886e38
 
 
 class JsonObject:
@@ -66,7 +68,6 @@ class JsonParseError(ValueError):
 
 
 _DOCUMENT_EMPTY = "The document is empty."
-_ROOT_NOT_SINGULAR = "The document root must not be followed by other values."
 _VALUE_INVALID = "Invalid value."
 _MISS_NAME = "Missing a name for object member."
 _MISS_COLON = "Missing a colon after a name of object member."
@@ -86,9 +87,38 @@ _SIMPLE_ESCAPES = {
 }
 _WHITESPACE = b" \n\r\t"
 _DIGITS = b"0123456789"
+_DIGIT_RUN = re.compile(rb"[0-9]*")
 _HEX = b"0123456789abcdefABCDEF"
-# rapidjson's nesting is only bounded by its stack; ours by Python's, so cap it explicitly.
-_MAX_DEPTH = 400
+
+# The states of rapidjson's iterative parser (reader.h, IterativeParse) that outlive one token;
+# its ObjectFinish/ArrayFinish states return at once to the state below them.
+_START, _FINISH = "start", "finish"
+_OBJECT_START, _MEMBER_KEY, _MEMBER_COLON, _MEMBER_VALUE, _MEMBER_COMMA = (
+    "object", "key", "colon", "member", "member comma")
+_ARRAY_START, _ELEMENT, _ELEMENT_COMMA = "array", "element", "element comma"
+# The tokens each state accepts (reader.h, Predict): a structural character, "key" (a string
+# where a member name may stand) or "value" (any other scalar).
+_ACCEPTS = {
+    _START: {"[", "{", "value"},
+    _OBJECT_START: {"key", "}"},
+    _MEMBER_KEY: {":"},
+    _MEMBER_COLON: {"[", "{", "value"},
+    _MEMBER_VALUE: {",", "}"},
+    _MEMBER_COMMA: {"key"},  # no trailing comma: "}" here is an error
+    _ARRAY_START: {"[", "{", "value", "]"},
+    _ELEMENT: {",", "]"},
+    _ELEMENT_COMMA: {"[", "{", "value"},  # likewise "]"
+}
+# HandleError: the message for a token a state does not accept, or for the end of the input.
+_STATE_ERRORS = {
+    _START: _DOCUMENT_EMPTY, _OBJECT_START: _MISS_NAME, _MEMBER_COMMA: _MISS_NAME,
+    _MEMBER_KEY: _MISS_COLON, _MEMBER_VALUE: _MISS_COMMA_OR_CURLY, _MEMBER_COLON: _VALUE_INVALID,
+    _ARRAY_START: _VALUE_INVALID, _ELEMENT_COMMA: _VALUE_INVALID, _ELEMENT: _MISS_COMMA_OR_SQUARE,
+}
+
+# The state once a value is complete, by the state it started in (otherwise an array element).
+_STATE_AFTER_VALUE = {_START: _FINISH, _MEMBER_COLON: _MEMBER_VALUE}
+_STRUCTURAL = frozenset(b"[]{},:")
 
 
 class _Parser:
@@ -114,19 +144,58 @@ class _Parser:
         while self.pos < len(self.data) and self.data[self.pos] in _WHITESPACE:
             self.pos += 1
 
-    def document(self):
-        self.skip_whitespace()
-        if self.peek() == 0:
-            raise JsonParseError(_DOCUMENT_EMPTY, self.pos)
-        value = self.value(0)
-        self.skip_whitespace()
-        if self.peek() != 0:
-            raise JsonParseError(_ROOT_NOT_SINGULAR, self.pos)
-        return value
+    def token(self, state: str) -> str:
+        """rapidjson's ``Tokenize``, read in the light of the state: a string is a member name
+        where a name may stand; anything that is no structural character is a scalar."""
+        char = self.peek()
+        if char in _STRUCTURAL:
+            return chr(char)
+        return "key" if char == 34 and state in (_OBJECT_START, _MEMBER_COMMA) else "value"
 
-    def value(self, depth: int):
-        if depth > _MAX_DEPTH:
-            raise JsonParseError(_VALUE_INVALID, self.pos)
+    def document(self):
+        """One root value, parsed without recursion (so any depth is fine, as in TF Serving
+        since 2.18: json_tensor_test.cc DeeplyNestedWellFormed); whatever follows a complete
+        root is not read (``kParseStopWhenDoneFlag``)."""
+        state = _START
+        root: list = []
+        # Open containers, innermost last, each with the state to resume once it closes.
+        open_containers: list[tuple[list | JsonObject, str]] = []
+        key = ""
+        self.skip_whitespace()
+        while self.peek() != 0:
+            token = self.token(state)
+            if token not in _ACCEPTS[state]:
+                raise JsonParseError(_STATE_ERRORS[state], self.pos)
+            if token == "key":
+                key, state = self.string(), _MEMBER_KEY
+            elif token == ":":
+                self.pos += 1
+                state = _MEMBER_COLON
+            elif token == ",":
+                self.pos += 1
+                state = _MEMBER_COMMA if state == _MEMBER_VALUE else _ELEMENT_COMMA
+            elif token in "]}":
+                self.pos += 1
+                state = open_containers.pop()[1]
+            else:
+                value = self.scalar() if token == "value" else (
+                    JsonObject() if token == "{" else [])
+                parent = open_containers[-1][0] if open_containers else root
+                parent.append((key, value) if isinstance(parent, JsonObject) else value)
+                after = _STATE_AFTER_VALUE.get(state, _ELEMENT)
+                if token == "value":
+                    state = after
+                else:
+                    self.pos += 1
+                    open_containers.append((value, after))
+                    state = _OBJECT_START if token == "{" else _ARRAY_START
+            if state == _FINISH:
+                return root[0]
+            self.skip_whitespace()
+        raise JsonParseError(_STATE_ERRORS[state], self.pos)
+
+    def scalar(self):
+        """``ParseValue`` for what is not a container."""
         char = self.peek()
         if char == ord("n"):
             return self.literal("null", None)
@@ -136,10 +205,6 @@ class _Parser:
             return self.literal("false", False)
         if char == ord('"'):
             return self.string()
-        if char == ord("{"):
-            return self.object(depth)
-        if char == ord("["):
-            return self.array(depth)
         return self.number()
 
     def literal(self, text: str, value):
@@ -148,40 +213,6 @@ class _Parser:
             if not self.consume(char):
                 raise JsonParseError(_VALUE_INVALID, self.pos)
         return value
-
-    def object(self, depth: int) -> JsonObject:
-        return self._members(JsonObject(), "}", _MISS_COMMA_OR_CURLY, lambda: self.member(depth))
-
-    def member(self, depth: int) -> tuple[str, object]:
-        if self.peek() != ord('"'):
-            raise JsonParseError(_MISS_NAME, self.pos)
-        name = self.string()
-        self.skip_whitespace()
-        if not self.consume(":"):
-            raise JsonParseError(_MISS_COLON, self.pos)
-        self.skip_whitespace()
-        return name, self.value(depth + 1)
-
-    def array(self, depth: int) -> list:
-        return self._members([], "]", _MISS_COMMA_OR_SQUARE, lambda: self.value(depth + 1))
-
-    def _members(self, into, close: str, missing: str, item: Callable[[], object]):
-        """The items of an object or an array, after its opening character, up to ``close``;
-        ``into`` is a list or a JsonObject; ``missing`` is rapidjson's error when neither ","
-        nor ``close`` follows an item."""
-        self.pos += 1
-        self.skip_whitespace()
-        if self.consume(close):
-            return into
-        while True:
-            into.append(item())
-            self.skip_whitespace()
-            if self.consume(","):
-                self.skip_whitespace()
-            elif self.consume(close):
-                return into
-            else:
-                raise JsonParseError(missing, self.pos)
 
     def hex4(self, escape_offset: int) -> int:
         text = self.data[self.pos:self.pos + 4]
@@ -231,8 +262,7 @@ class _Parser:
         return chr(codepoint).encode("utf-8", "surrogatepass")
 
     def digits(self) -> None:
-        while self.peek() in _DIGITS and self.peek() != 0:
-            self.pos += 1
+        self.pos = _DIGIT_RUN.match(self.data, self.pos).end()
 
     def number(self):
         start = self.pos
@@ -291,11 +321,8 @@ def parse(data: bytes):
 # --- number text --------------------------------------------------------------------------
 
 def shortest_double_text(value: float) -> str:
-    """rapidjson ``Writer::Double``: shortest digits, laid out by its ``Prettify``."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "-Infinity" if value < 0 else "Infinity"
+    """rapidjson ``Writer::Double`` for a finite double: shortest digits, laid out by its
+    ``Prettify``."""
     if value == 0:
         return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
     sign, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
@@ -335,11 +362,6 @@ def float_text(value: float, single_precision: bool) -> str:
     return text
 
 
-def is_float32_range(value: float) -> bool:
-    """rapidjson's ``IsFloat``: a double whose magnitude fits a float."""
-    return -_FLOAT32_MAX <= value <= _FLOAT32_MAX
-
-
 # --- writing ------------------------------------------------------------------------------
 
 def _escape(text: str) -> str:
@@ -367,6 +389,7 @@ class PrettyWriter:
 
     def __init__(self) -> None:
         self._out: list[str] = []
+        self._counted = (0, 0)  # (parts, bytes) measured by byte_size so far
         self._levels: list[list] = []  # [in_array, value_count]
         self.single_line_arrays = False
 
@@ -432,41 +455,77 @@ class PrettyWriter:
         self._prefix()
         self._out.append(text)
 
-    def value(self, value) -> None:
-        """Write a parsed document (``Value::Accept``)."""
-        if value is None:
-            self.raw("null")
-        elif isinstance(value, bool):
-            self.raw("true" if value else "false")
-        elif isinstance(value, int):
-            self.raw(str(value))
-        elif isinstance(value, float):
-            self.raw(shortest_double_text(value))
-        elif isinstance(value, str):
-            self.string(value)
-        elif isinstance(value, JsonObject):
-            self.start_object()
-            for name, member in value:
-                self.key(name)
-                self.value(member)
-            self.end_object()
-        else:
-            self.start_array()
-            for item in value:
-                self.value(item)
-            self.end_array()
+    def byte_size(self) -> int:
+        """What a ``StringBuffer`` would hold: the UTF-8 bytes written so far."""
+        parts, size = self._counted
+        size += sum(len(part.encode("utf-8", "surrogateescape")) for part in self._out[parts:])
+        self._counted = (len(self._out), size)
+        return size
 
 
-def value_to_string(value) -> str:
-    """TF Serving's ``JsonValueToString`` for error messages (pretty-printed, floats as floats)."""
+_END_ARRAY, _END_OBJECT, _EXHAUSTED = object(), object(), object()
+
+
+class _Key(str):
+    """A member name, told apart from string values while walking a document."""
+
+
+def _children(container) -> itertools.chain:
+    """The events ``Value::Accept`` makes inside a container, its closing event last."""
+    if isinstance(container, list):
+        return itertools.chain(container, (_END_ARRAY,))
+    members = itertools.chain.from_iterable((_Key(name), value) for name, value in container)
+    return itertools.chain(members, (_END_OBJECT,))
+
+
+# util/json_tensor.cc, kMaxJsonDebugStringBytes (since 2.18).
+MAX_DEBUG_STRING_BYTES = 256
+
+
+def debug_string(value) -> str:
+    """TF Serving's ``JsonValueToDebugString``, how JSON is quoted in error messages.
+
+    A ``PrettyWriter`` with single-line arrays (objects still break lines) fed through
+    ``JsonWriterWithLimit``: each write is refused once the buffer holds 256 bytes, which ends
+    the walk there (so the text is cut after the value that crossed the limit, not at 256
+    bytes, and may be unbalanced). The writer's ``Double`` refuses NaN and infinities (no
+    ``kWriteNanAndInfFlag``) after writing the separator, which also ends the walk. Walked
+    without recursion: a request may nest to any depth.
+    """
     writer = PrettyWriter()
-    if isinstance(value, float) and (not math.isfinite(value) or is_float32_range(value)):
-        writer.raw(float_text(value, single_precision=True))
-    elif isinstance(value, float):
-        writer.raw(float_text(value, single_precision=False))
-    else:
-        writer.value(value)
+    writer.single_line_arrays = True
+    pending = [iter((value,))]  # iterators of write events, innermost container last
+    while pending and writer.byte_size() < MAX_DEBUG_STRING_BYTES:
+        item = next(pending[-1], _EXHAUSTED)
+        if item is _EXHAUSTED:
+            pending.pop()
+        elif item is _END_ARRAY or item is _END_OBJECT:
+            writer.end_array() if item is _END_ARRAY else writer.end_object()
+            pending.pop()
+        elif isinstance(item, _Key):
+            writer.key(item)
+        elif isinstance(item, (list, JsonObject)):
+            writer.start_array() if isinstance(item, list) else writer.start_object()
+            pending.append(_children(item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            writer.raw("")
+            break
+        elif isinstance(item, str):
+            writer.string(item)
+        else:
+            writer.raw(_scalar_text(item))
     return writer.text()
+
+
+def _scalar_text(value) -> str:
+    """rapidjson's writer for a parsed number or literal (doubles in shortest form)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return shortest_double_text(value)
+    return str(value)
 
 
 def type_name(value) -> str:

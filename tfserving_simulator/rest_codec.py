@@ -9,7 +9,6 @@ TF Serving writes (see :mod:`tfserving_simulator.rapidjson` for the layout).
 from __future__ import annotations
 
 import base64
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,7 +17,7 @@ import numpy as np
 from tfserving_simulator import rapidjson
 from tfserving_simulator.errors import ServingError
 from tfserving_simulator.models import Feature, TensorInfo
-from tfserving_simulator.rapidjson import JsonObject, value_to_string
+from tfserving_simulator.rapidjson import JsonObject, debug_string
 from tfserving_wire.json_values import decode_b64, dense_shape
 
 ROW = "row"
@@ -63,35 +62,26 @@ def _is_number(value) -> bool:
     return _is_int(value) or isinstance(value, float)
 
 
-def _is_lossless(value, mantissa_bits: int, max_value: float) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value) or -max_value <= value <= max_value
-    return abs(value) <= (1 << mantissa_bits) - 1
+def _as_float32(value: float) -> float:
+    """rapidjson's ``GetFloat``, which casts its double: out of range is +-inf, tiny is 0
+    (json_tensor_test.cc FloatTensorThatExceedsMaxReturnsInf, ...ExceedsMinReturnsZero)."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
 
 
 def _type_error(value, dtype: str) -> ServingError:
-    return _invalid("JSON Value: ", value_to_string(value), " Type: ", rapidjson.type_name(value),
+    return _invalid("JSON Value: ", debug_string(value), " Type: ", rapidjson.type_name(value),
                     " is not of expected type: ", dtype_string(dtype))
-
-
-def _lossy_error(value, target: str) -> ServingError:
-    return _invalid("Cannot convert JSON value: ", value_to_string(value), " to ", target,
-                    " without loss of precision.")
-
-
-# Float dtypes: significand bits, numpy type, name in "Cannot convert ... losslessly to <name>".
-_FLOATS = {"DT_FLOAT": (24, np.float32, "float"), "DT_DOUBLE": (53, np.float64, "double")}
 
 
 def _scalar(value, dtype: str):
     """One JSON leaf as a value of ``dtype`` (``AddValueToTensor``)."""
-    if dtype in _FLOATS:
-        mantissa_bits, numpy_type, name = _FLOATS[dtype]
+    if dtype in ("DT_FLOAT", "DT_DOUBLE"):
+        # Any number, integers included, through GetDouble/GetFloat: no precision check since
+        # 2.5 (json_tensor_test.cc FloatTensorWithPrecisionLoss: [1435774380] is accepted).
         if not _is_number(value):
             raise _type_error(value, dtype)
-        if not _is_lossless(value, mantissa_bits, float(np.finfo(numpy_type).max)):
-            raise _lossy_error(value, name)
-        return float(value)
+        return float(value)  # GetDouble; _to_numpy makes DT_FLOAT's cast
     integer_ranges = {"DT_INT32": _INT32, "DT_INT16": _INT32, "DT_INT8": _INT32,
                       "DT_UINT8": _INT32, "DT_INT64": _INT64, "DT_UINT32": _UINT32,
                       "DT_UINT64": _UINT64}
@@ -107,7 +97,7 @@ def _scalar(value, dtype: str):
         if not isinstance(value, bool):
             raise _type_error(value, dtype)
         return value
-    raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {value_to_string(value)} "
+    raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {debug_string(value)} "
                                         f"to type: {dtype_string(dtype)}")
 
 
@@ -118,7 +108,7 @@ def _is_base64_object(value) -> bool:
 
 def _decode_base64_object(value) -> bytes:
     if not _is_base64_object(value):
-        raise _invalid("JSON Value: ", value_to_string(value),
+        raise _invalid("JSON Value: ", debug_string(value),
                        " not formatted correctly for base64 data")
     try:
         return decode_b64(value[0][1])
@@ -126,27 +116,30 @@ def _decode_base64_object(value) -> bytes:
         raise _invalid("Unable to base64 decode") from None
 
 
-def _fill(value, level: int, shape: list[int], dtype: str, out: list) -> None:
-    """``FillTensorProto``: walk the JSON DOM, checking it is a dense tensor of ``shape``."""
+def _fill(value, shape: list[int], dtype: str, out: list) -> None:
+    """``FillTensorProto``: walk the JSON DOM depth first, checking it is a dense tensor of
+    ``shape``. Iterative, since a request may nest as deep as it likes."""
     rank = len(shape)
-    if not isinstance(value, list):
-        if level != rank:
-            raise _invalid("JSON Value: ", value_to_string(value), " found at incorrect level: ",
-                           level + 1, " in the JSON DOM. Expected at level: ", rank)
-        if isinstance(value, JsonObject):
-            if dtype != "DT_STRING":
-                raise _type_error(value, dtype)
-            out.append(_decode_base64_object(value))
-        else:
-            out.append(_scalar(value, dtype))
-        return
-    if level >= rank:
-        raise _invalid("Encountered list at unexpected level: ", level, " expected < ", rank)
-    if len(value) != shape[level]:
-        raise _invalid("Encountered list at unexpected size: ", len(value), " at level: ",
-                       level, " expected size: ", shape[level])
-    for item in value:
-        _fill(item, level + 1, shape, dtype, out)
+    pending = [(value, 0)]
+    while pending:
+        value, level = pending.pop()
+        if not isinstance(value, list):
+            if level != rank:
+                raise _invalid("JSON Value: ", debug_string(value), " found at incorrect level: ",
+                               level + 1, " in the JSON DOM. Expected at level: ", rank)
+            if isinstance(value, JsonObject):
+                if dtype != "DT_STRING":
+                    raise _type_error(value, dtype)
+                out.append(_decode_base64_object(value))
+            else:
+                out.append(_scalar(value, dtype))
+            continue
+        if level >= rank:
+            raise _invalid("Encountered list at unexpected level: ", level, " expected < ", rank)
+        if len(value) != shape[level]:
+            raise _invalid("Encountered list at unexpected size: ", len(value), " at level: ",
+                           level, " expected size: ", shape[level])
+        pending.extend((item, level + 1) for item in reversed(value))
 
 
 @dataclass
@@ -158,11 +151,23 @@ class _Tensor:
 def _to_tensor(value, dtype: str) -> _Tensor:
     shape = dense_shape(value)
     values: list = []
-    _fill(value, 0, shape, dtype, values)
+    _fill(value, shape, dtype, values)
     return _Tensor(shape, values)
 
 
-def _to_numpy(tensor: _Tensor, dtype: str) -> np.ndarray:
+# TensorShape::MaxDimensions (TensorFlow's tensor_shape.h): a deeper tensor fails
+# Tensor::FromProto, which GetInputValues reports after the whole body was read.
+_TF_MAX_DIMENSIONS = 254
+_NUMPY_MAX_DIMENSIONS = 64
+
+
+def _to_numpy(tensor: _Tensor, dtype: str, alias: str) -> np.ndarray:
+    if len(tensor.shape) > _TF_MAX_DIMENSIONS:
+        raise _invalid("tensor parsing error: ", alias)
+    if len(tensor.shape) > _NUMPY_MAX_DIMENSIONS:
+        raise ServingError("UNIMPLEMENTED", f"the simulator holds tensors of at most "
+                                            f"{_NUMPY_MAX_DIMENSIONS} dimensions (numpy's "
+                                            f"limit); {alias} has {len(tensor.shape)}")
     numpy_type = _NUMPY[dtype]
     if numpy_type is object:
         array = np.empty(len(tensor.values), dtype=object)
@@ -171,7 +176,8 @@ def _to_numpy(tensor: _Tensor, dtype: str) -> np.ndarray:
     if numpy_type in (np.int8, np.int16, np.uint8):
         # The proto's int_val holds int32s; narrowing wraps like TF's tensor conversion.
         return np.array(tensor.values, dtype=np.int64).astype(numpy_type).reshape(tensor.shape)
-    return np.array(tensor.values, dtype=numpy_type).reshape(tensor.shape)
+    with np.errstate(over="ignore"):  # DT_FLOAT: GetFloat's cast, out of range is +-inf
+        return np.array(tensor.values, dtype=numpy_type).reshape(tensor.shape)
 
 
 def _shape_text(shape: list[int]) -> str:
@@ -194,7 +200,7 @@ def parse_body(body: bytes):
     except rapidjson.JsonParseError as err:
         raise _invalid("JSON Parse error: ", err.message, " at offset: ", err.offset) from None
     if not isinstance(doc, JsonObject):
-        raise _invalid("JSON Value: ", value_to_string(doc), " Is not object")
+        raise _invalid("JSON Value: ", debug_string(doc), " Is not object")
     return doc
 
 
@@ -203,7 +209,7 @@ def _signature_name(doc: JsonObject) -> str:
         return ""
     name = doc.find("signature_name")
     if not isinstance(name, str):
-        raise _invalid("JSON Value: ", value_to_string(doc),
+        raise _invalid("JSON Value: ", debug_string(doc),
                        " not formatted correctly. 'signature_name' key must be a string value.")
     return name
 
@@ -219,22 +225,23 @@ def parse_predict_request(
     if not infos:
         raise _invalid("Failed to get input map for signature: ",
                        signature_name or "DEFAULT")
-    doc_text = lambda: value_to_string(doc)  # noqa: E731 - built only on error paths
+    doc_text = lambda: debug_string(doc)  # noqa: E731 - built only on error paths
     if doc.has("instances"):
         if doc.has("inputs"):
             raise _invalid("JSON Value: ", doc_text(), " Not formatted correctly expecting only"
                            " one of 'inputs' or 'instances' keys to exist ")
         instances = doc.find("instances")
         if not isinstance(instances, list):
-            # Sic: TF Serving's message says "Excepting".
+            # "Expecting" since 2.5 (json_tensor.cc; a0a9d143 fixed the older "Excepting").
             raise _invalid("JSON Value: ", doc_text(),
-                           " Excepting 'instances' to be an list/array")
+                           " Expecting 'instances' to be an list/array")
         if not instances:
             raise _invalid("JSON Value: ", doc_text(), " No values in 'instances' array")
-        return PredictJsonRequest(signature_name, ROW, _from_instances(instances, infos))
+        return PredictJsonRequest(signature_name, ROW,
+                                  _arrays(_from_instances(instances, infos), infos))
     if doc.has("inputs"):
         return PredictJsonRequest(signature_name, COLUMNAR,
-                                  _from_inputs(doc.find("inputs"), infos))
+                                  _arrays(_from_inputs(doc.find("inputs"), infos), infos))
     raise _invalid("Missing 'inputs' or 'instances' key")
 
 
@@ -267,15 +274,12 @@ class _Batch:
                            _shape_text(tensor.shape))
         self.values[name].extend(tensor.values)
 
-    def arrays(self, count: int) -> dict[str, np.ndarray]:
-        return {
-            name: _to_numpy(_Tensor([count, *first.shape], self.values[name]),
-                            self.infos[name].dtype)
-            for name, first in self.first.items()
-        }
+    def tensors(self, count: int) -> dict[str, _Tensor]:
+        return {name: _Tensor([count, *first.shape], self.values[name])
+                for name, first in self.first.items()}
 
 
-def _from_instances(instances: list, infos: dict[str, TensorInfo]) -> dict[str, np.ndarray]:
+def _from_instances(instances: list, infos: dict[str, TensorInfo]) -> dict[str, _Tensor]:
     if not isinstance(instances[0], JsonObject) and len(infos) > 1:
         raise _invalid("instances is a plain list, but expecting list of objects as multiple "
                        "input tensors required as per tensorinfo_map")
@@ -293,9 +297,10 @@ def _from_instances(instances: list, infos: dict[str, TensorInfo]) -> dict[str, 
                     raise _invalid("Failed to process element: ", index, " key: ", name,
                                    " of 'instances' list. Error: ", _status_text(err)) from None
             if sorted(set(element.keys())) != input_names:
+                # FillTensorMapFromInstancesList's wording since 2.3 (83863b8f).
                 raise _invalid("Failed to process element: ", index, " of 'instances' list. "
-                               "JSON object: ", value_to_string(element),
-                               " must only have keys: ", ",".join(input_names))
+                               "JSON object: ", debug_string(element),
+                               " keys must be equal to: ", ",".join(input_names))
         else:
             if _is_element_object(element):
                 raise _invalid("Expecting value/list but got object at item ", index,
@@ -305,23 +310,27 @@ def _from_instances(instances: list, infos: dict[str, TensorInfo]) -> dict[str, 
             except ServingError as err:
                 raise _invalid("Failed to process element: ", index,
                                " of 'instances' list. Error: ", _status_text(err)) from None
-    return batch.arrays(len(instances))
+    return batch.tensors(len(instances))
 
 
-def _from_inputs(value, infos: dict[str, TensorInfo]) -> dict[str, np.ndarray]:
+def _from_inputs(value, infos: dict[str, TensorInfo]) -> dict[str, _Tensor]:
     if not isinstance(value, JsonObject) or _is_base64_object(value):
         if len(infos) > 1:
             raise _invalid("inputs is a plain value/list, but expecting an object as multiple "
                            "input tensors required as per tensorinfo_map")
         name, info = next(iter(infos.items()))
-        return {name: _to_numpy(_to_tensor(value, info.dtype), info.dtype)}
-    arrays = {}
+        return {name: _to_tensor(value, info.dtype)}
+    tensors = {}
     for name in sorted(infos):
         if not value.has(name):
             raise _invalid("Missing named input: ", name, " in 'inputs' object.")
-        dtype = infos[name].dtype
-        arrays[name] = _to_numpy(_to_tensor(value.find(name), dtype), dtype)
-    return arrays
+        tensors[name] = _to_tensor(value.find(name), infos[name].dtype)
+    return tensors
+
+
+def _arrays(tensors: dict[str, _Tensor], infos: dict[str, TensorInfo]) -> dict[str, np.ndarray]:
+    """The request's tensors as the graph receives them (after the whole body was read)."""
+    return {name: _to_numpy(tensor, infos[name].dtype, name) for name, tensor in tensors.items()}
 
 
 # --- classify / regress requests -------------------------------------------------------------
@@ -360,13 +369,12 @@ def _add_to_feature(value, name: str, feature: list) -> None:
         feature[1].append(value.encode("utf-8", "surrogateescape"))
     elif isinstance(value, float):
         want("float")
-        if not _is_lossless(value, 24, float(np.finfo(np.float32).max)):
-            raise _lossy_error(value, "float")
-        feature[1].append(float(np.float32(value)))
+        feature[1].append(_as_float32(value))  # unchecked, like tensors
     else:
         want("int64")
         if value > _INT64[1]:
-            raise _invalid("Feature: ", name, " has uint64 element. Only int64 is supported.")
+            # The wording since 2.8 (21360c76 renamed int64/uint64 to int64_t/uint64_t).
+            raise _invalid("Feature: ", name, " has uint64_t element. Only int64_t is supported.")
         feature[1].append(value)
 
 
@@ -389,14 +397,14 @@ def parse_examples_request(body: bytes) -> ExamplesJsonRequest:
     signature_name = _signature_name(doc)
     context = _example(doc.find("context")) if doc.has("context") else None
     if not doc.has("examples"):
-        raise _invalid("JSON Value: ", value_to_string(doc), " When method is classify, key "
+        raise _invalid("JSON Value: ", debug_string(doc), " When method is classify, key "
                        "'examples' is expected and was not found")
     examples = doc.find("examples")
     if not isinstance(examples, list):
-        raise _invalid("JSON Value: ", value_to_string(doc),
+        raise _invalid("JSON Value: ", debug_string(doc),
                        " Expecting 'examples' value to be an list/array")
     if not examples:
-        raise _invalid("JSON Value: ", value_to_string(doc), " 'examples' value is an empty array")
+        raise _invalid("JSON Value: ", debug_string(doc), " 'examples' value is an empty array")
     return ExamplesJsonRequest(signature_name, [_example(item) for item in examples], context)
 
 

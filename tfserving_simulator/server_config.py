@@ -106,8 +106,10 @@ def model_configs_from_proto(config) -> list[ModelConfig]:
     return validate_model_configs(models)
 
 
-def parse_model_config_text(text: str) -> list[ModelConfig]:
-    """Parse a text-format ``ModelServerConfig`` (``--model_config_file``)."""
+def parse_model_config_text(text: str) -> list[ModelConfig] | None:
+    """Parse a text-format ``ModelServerConfig`` (``--model_config_file``); None when it sets
+    no config at all, which ServerCore::ReloadConfig takes as "no action" (an empty
+    ``model_config_list {}`` is a list without models, which unloads them all)."""
     config = protos.model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, config)
@@ -115,5 +117,5 @@ def parse_model_config_text(text: str) -> list[ModelConfig]:
         raise ServingError("INVALID_ARGUMENT",
                            f"Invalid protobuf file: ModelServerConfig: {err}") from err
     if config.WhichOneof("config") is None:
-        return []
+        return None
     return model_configs_from_proto(config)

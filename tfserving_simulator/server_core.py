@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Iterable
 
+from tfserving_simulator import saved_model, tf_session
 from tfserving_simulator.errors import ServingError
 from tfserving_simulator.models import Servable, build_program, read_model_spec
 from tfserving_simulator.server_config import (  # re-exported: part of this module's contract
@@ -57,6 +58,18 @@ def not_available_message(failures: list[tuple[str, int, ServingError]], noun: s
     return f"{len(failures)} {noun}(s) did not become available: {{{items}}}"
 
 
+def _log_adding(models: Iterable[ModelConfig]) -> None:
+    """server_core.cc's lines as ReloadConfig (also the first one, at startup) begins."""
+    log.info("Adding/updating models.")
+    for model in models:
+        log.info(" (Re-)adding model: %s", model.name)
+
+
+def _log_finished() -> None:
+    log.info("Finished adding/updating models")
+    log.info("Finished reloading config")
+
+
 class ServerCore:
     """The model manager behind both front ends; see ``DESIGN.md`` for the contract."""
 
@@ -78,7 +91,6 @@ class ServerCore:
         self._discovered: dict[str, dict[int, str]] | None = None
         self._generation = 0
         self._history: collections.deque = collections.deque(maxlen=_HISTORY_LIMIT)
-        self._last_poll_problem: str | None = None
         self._polls_attempted = 0
         self._stop = threading.Event()
         self._poll_now = threading.Event()
@@ -93,6 +105,7 @@ class ServerCore:
             if self._threads:
                 raise RuntimeError("ServerCore already started")
             self._labels = self._checked_labels(list(self._configs.values()), {})
+            _log_adding(self._configs.values())
         self._threads = [
             threading.Thread(target=self._poll_loop, name="fs-poller", daemon=True),
             threading.Thread(target=self._manage_loop, name="version-manager", daemon=True),
@@ -120,6 +133,7 @@ class ServerCore:
         with self._cond:
             names = list(self._configs)
         self._wait_for_models(names, 0, timeout, "servable")
+        _log_finished()
 
     # --- queries ---
 
@@ -191,14 +205,20 @@ class ServerCore:
         """
         models = validate_model_configs(models)
         with self._cond:
+            # server_core.cc, ReloadConfig: labels are checked (UpdateModelVersionLabelMap)
+            # before any model is added, so a refused label leaves the models as they were.
             labels = self._checked_labels(models, self._labels)
+            _log_adding(models)
             added = [m.name for m in models if m.name not in self._configs]
+            changed = list(self._configs.values()) != models
             self._configs = {m.name: m for m in models}
             self._labels = labels
             generation = self._generation
-        self._poll_now.set()
-        self._manage_now.set()
+        if changed:  # look for the new models' versions now rather than at the next poll
+            self._poll_now.set()
+            self._manage_now.set()
         self._wait_for_models(added, generation, timeout, "model")
+        _log_finished()
 
     def _checked_labels(self, models: list[ModelConfig],
                         current: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -207,8 +227,10 @@ class ServerCore:
             for label, version in model.version_labels.items():
                 entry = self._versions.get(model.name, {}).get(version)
                 available = entry is not None and entry.state == AVAILABLE
-                is_new_label = label not in current.get(model.name, {})
-                if not available and not (self._allow_unavailable_labels and is_new_label):
+                # server_core.cc, UpdateModelVersionLabelMap: the flag lets any label point
+                # anywhere except an existing label moving to a different version.
+                moved = current.get(model.name, {}).get(label, version) != version
+                if not available and not (self._allow_unavailable_labels and not moved):
                     raise ServingError(
                         "FAILED_PRECONDITION",
                         f"Request to assign label to version {version} of model {model.name}, "
@@ -283,29 +305,32 @@ class ServerCore:
                 self._cond.notify_all()
 
     def _discover(self, configs: list[ModelConfig]) -> None:
+        # file_system_storage_path_source.cc, PollFileSystemForServable; each message is
+        # logged on every poll, as TF does (its poll is what the server waits on).
         discovered: dict[str, dict[int, str]] = {}
         for config in configs:
-            try:
-                children = os.listdir(config.base_path)
-            except OSError as err:
-                # One unreadable base path aborts the whole poll, for every model (as TF does).
-                self._report_poll_problem(
-                    logging.ERROR,
-                    "FileSystemStoragePathSource encountered a filesystem access error: Could "
-                    f"not find base path {config.base_path} for servable {config.name} with "
-                    f"error NOT_FOUND: {config.base_path} not found ({err.strerror})")
+            problem = None
+            if not os.path.exists(config.base_path):  # Env::FileExists (access F_OK)
+                problem = (f"Could not find base path {config.base_path} for servable "
+                           f"{config.name} with error NOT_FOUND: {config.base_path} not found")
+            else:
+                try:
+                    children = os.listdir(config.base_path)
+                except OSError as err:  # GetChildren's IOError: "<path>; <strerror>"
+                    problem = f"{config.base_path}; {err.strerror}"
+            if problem is not None:
+                # One unreadable base path aborts the whole poll, for every model.
+                log.error("FileSystemStoragePathSource encountered a filesystem access "
+                          "error: %s", problem)
                 return
             versions = self._versions_on_disk(config, children)
             if not versions:
-                self._report_poll_problem(
-                    logging.WARNING,
-                    f"No versions of servable {config.name} found under base path "
-                    f"{config.base_path}. Did you forget to name your leaf directory as a "
-                    "number (eg. '/1/')?")
+                log.warning("No versions of servable %s found under base path %s. Did you "
+                            "forget to name your leaf directory as a number (eg. '/1/')?",
+                            config.name, config.base_path)
             discovered[config.name] = versions
         with self._cond:
             self._discovered = discovered
-            self._last_poll_problem = None
         self._manage_now.set()
 
     @staticmethod
@@ -321,13 +346,6 @@ class ServerCore:
                 continue
             versions[version] = os.path.join(config.base_path, child)
         return versions
-
-    def _report_poll_problem(self, level: int, message: str) -> None:
-        # Logged on every poll by TF; here once per change so test logs stay readable.
-        with self._cond:
-            repeated = message == self._last_poll_problem
-            self._last_poll_problem = message
-        log.log(logging.DEBUG if repeated else level, "%s", message)
 
     # --- the manager (AspiredVersionsManager + AvailabilityPreservingPolicy) ---
 
@@ -438,12 +456,16 @@ class ServerCore:
             return
 
     def _load_once(self, name: str, entry: _Version) -> Servable | None:
-        spec = read_model_spec(entry.path)
-        if spec.load_seconds and self._stop.wait(spec.load_seconds):
-            return None
-        if spec.fail_load is not None:
-            raise spec.fail_load
-        return Servable(name, entry.version, entry.path, build_program(spec),
+        if saved_model.detect(entry.path) == saved_model.SAVED_MODEL:
+            program = tf_session.load_program(entry.path)  # imports TensorFlow the first time
+        else:
+            spec = read_model_spec(entry.path)
+            if spec.load_seconds and self._stop.wait(spec.load_seconds):
+                return None
+            if spec.fail_load is not None:
+                raise spec.fail_load
+            program = build_program(spec)
+        return Servable(name, entry.version, entry.path, program,
                         metrics=self._metrics, faults=self._faults)
 
     def _still_aspired(self, name: str, entry: _Version) -> bool:

@@ -11,7 +11,10 @@ installed ``tensorflow`` directory, lets those submodules import from disk while
 ``tensorflow/__init__.py`` never runs. This works with the full wheel installed and in a slim
 environment that holds only the generated modules (the container image).
 
-Everything else in the exporter imports the proto modules from here, never directly.
+Everything else in the exporter imports the proto modules from here, never directly. Two
+more entry points serve the simulator only: ``load_module`` (a generated module the exporter
+does not need, such as ``saved_model_pb2``) and ``import_tensorflow_runtime`` (the real
+TensorFlow, in a process that may already hold the bare package). The exporter calls neither.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import threading
 import types
 
 _lock = threading.Lock()
+# Set on the bare package object, so the runtime import can tell it from a real TensorFlow.
+_BARE_MARKER = "__tfserving_wire_bare__"
 
 
 class ProtosUnavailable(ImportError):
@@ -50,6 +55,7 @@ def _register_bare_tensorflow_package() -> None:
     package.__spec__.submodule_search_locations = package.__path__
     package.__file__ = None
     package.__package__ = "tensorflow"
+    setattr(package, _BARE_MARKER, True)
     sys.modules["tensorflow"] = package
 
 
@@ -96,6 +102,51 @@ _MODULES_BY_PACKAGE = {
 }
 globals().update({name: _LazyModule(f"{package}.{name}")
                   for package, names in _MODULES_BY_PACKAGE.items() for name in names})
+
+
+def load_module(module: str) -> types.ModuleType:
+    """A generated proto module of TensorFlow or TF Serving that ``load_all`` leaves out (e.g.
+    ``tensorflow.core.protobuf.saved_model_pb2``), imported now without TensorFlow's runtime.
+
+    Only ``*_pb2`` modules are accepted: anything else under ``tensorflow`` could be the
+    runtime itself. Modules outside the slim image's set (``scripts/tf_proto_files.py``) raise
+    ``ProtosUnavailable`` there.
+    """
+    top = module.split(".")[0]
+    if top not in ("tensorflow", "tensorflow_serving") or not module.endswith("_pb2"):
+        raise ValueError(f"not a generated TensorFlow/TF Serving proto module: {module!r}")
+    return _load(module)
+
+
+def import_tensorflow_runtime() -> types.ModuleType:
+    """Import the real ``tensorflow`` (its runtime included) into this process and return it.
+
+    Safe after the bare package was registered: the bare package object is dropped from
+    ``sys.modules`` but every proto submodule already imported stays, so TensorFlow's own
+    import reuses those very modules (same message classes, one registration in protobuf's
+    descriptor pool; purging them would execute the ``*_pb2`` files a second time). When the
+    import fails, the bare package is put back and the error propagates: the protos keep
+    working. For the simulator serving real SavedModels; the exporter never calls this.
+    """
+    with _lock:
+        current = sys.modules.get("tensorflow")
+        if current is not None and not getattr(current, _BARE_MARKER, False):
+            return current  # a real TensorFlow (or a host's own package) is already there
+        bare = sys.modules.pop("tensorflow", None)
+        try:
+            runtime = importlib.import_module("tensorflow")
+        except BaseException:
+            sys.modules.pop("tensorflow", None)  # a half-initialised package is no use
+            if bare is not None:
+                sys.modules["tensorflow"] = bare
+            raise
+        if bare is not None:
+            # ``import tensorflow.core.x`` resolves attributes from the top package down;
+            # the subpackages imported under the bare package are attributes of it only.
+            for name, value in vars(bare).items():
+                if isinstance(value, types.ModuleType) and not hasattr(runtime, name):
+                    setattr(runtime, name, value)
+        return runtime
 
 
 def load_all() -> None:

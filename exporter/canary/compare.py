@@ -15,11 +15,18 @@ over output aliases. Rules:
   first index, as ``numpy.argmax``); with ``top1=True`` any disagreement is a mismatch.
 * Accuracy, with labels: share of examples whose predicted class (the value of an integer
   output with one value per example, else the arg-max of class scores) equals the label.
+* Rows: an answer with another number of rows than expected examples (zero rows, which TF
+  Serving writes as a bare ``[]``, or rows of the expected shape and kind that are too few or
+  too many) is failure "mismatch": no row can be paired with its example, so every example of
+  that output is mismatched, with an infinite error. It is not "schema": the version answered,
+  and its signature may well be unchanged.
+* A scalar expectation (an output without example axis, shape []) compares as one example.
 * Failure priority: "schema" (an output missing, of another shape or kind) > "nan" > "mismatch".
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,12 +68,17 @@ def compare(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray],
         want = np.asarray(want)
         examples = max(examples, want.shape[0] if want.ndim else 1)
         got = actual.get(alias)
-        problem = _schema_problem(want, None if got is None else np.asarray(got))
+        got = None if got is None else np.asarray(got)
+        if got is not None and _rows_differ(want, got):
+            reasons[MISMATCH].append(f"{alias}: {rows_text(got.shape[0], want.shape[0])}")
+            outputs[alias] = OutputStats(math.inf, math.inf, want.shape[0], None)
+            continue
+        problem = _schema_problem(want, got)
         if problem:
             reasons[SCHEMA].append(f"{alias}: {problem}")
             continue
-        outputs[alias] = _output_stats(alias, want, np.asarray(got),
-                                       tolerances.get(alias, Tolerance()), reasons)
+        outputs[alias] = _output_stats(alias, want, got, tolerances.get(alias, Tolerance()),
+                                       reasons)
     accuracy = None
     if labels is not None:
         accuracy = _accuracy(expected, actual, tolerances, np.asarray(labels), label_output,
@@ -76,6 +88,19 @@ def compare(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray],
     if failure is None:
         detail = f"{examples} examples, {len(outputs)} outputs within tolerance"
     return Comparison(outputs, accuracy, failure, detail)
+
+
+def rows_text(rows: int, examples: int) -> str:
+    return f"{rows} rows, expected {examples} (one per example)"
+
+
+def _rows_differ(want: np.ndarray, got: np.ndarray) -> bool:
+    """Answers for another number of examples, and otherwise like the expected ones (a zero-row
+    ``[]`` carries neither inner shape nor kind, so it always counts)."""
+    if want.ndim == 0 or got.ndim == 0 or got.shape[0] == want.shape[0]:
+        return False
+    return got.shape[0] == 0 or (got.shape[1:] == want.shape[1:]
+                                 and kind_of_array(got) == kind_of_array(want))
 
 
 def _schema_problem(want: np.ndarray, got: np.ndarray | None) -> str | None:
@@ -99,7 +124,9 @@ def _per_example(mask: np.ndarray) -> np.ndarray:
 
 def _output_stats(alias: str, want: np.ndarray, got: np.ndarray, tolerance: Tolerance,
                   reasons: dict[str, list[str]]) -> OutputStats:
-    n = want.shape[0] if want.ndim else 1
+    if want.ndim == 0:  # a scalar output is one example; ufuncs would turn 0-d into scalars
+        want, got = want.reshape(1), got.reshape(1)
+    n = want.shape[0]
     if kind_of_array(want) == NUMBER:
         error, outside, nonfinite = _numeric_errors(want, got, tolerance)
         bad_nan = _per_example(nonfinite)
@@ -183,7 +210,7 @@ def _accuracy(expected, actual, tolerances, labels: np.ndarray, label_output: st
     alias = resolve_label_output(tolerances, label_output)
     got = actual.get(alias)
     if got is None or alias not in expected or np.asarray(got).shape != np.asarray(expected[alias]).shape:
-        return None  # already reported as a schema failure of that output
+        return None  # already reported: a schema failure or other rows of that output
     classes = predicted_classes(np.asarray(got))
     if classes is None or classes.shape != labels.shape:
         reasons[SCHEMA].append(f"{alias}: cannot give one class per example for "

@@ -98,9 +98,6 @@ class GoldenBatch:
         request does not fit the signature's inputs."""
         return self.golden._request.tensors(self.start, self.stop, inputs)
 
-    def expected(self) -> dict[str, np.ndarray]:
-        return {alias: array[self.start:self.stop] for alias, array in self.golden.expected.items()}
-
     def labels(self) -> np.ndarray | None:
         labels = self.golden.labels
         return None if labels is None else labels[self.start:self.stop]

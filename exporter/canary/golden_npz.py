@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 
-from exporter.canary.json_arrays import shape_text
+from exporter.canary.json_arrays import shape_text, utf8_bytes
 from exporter.files import is_readable_regular_file
 
 # Uncompressed size, as the archive declares it; a golden set lives in a sidecar with a
@@ -101,8 +101,7 @@ def to_stored(key: str, array: np.ndarray) -> np.ndarray:
                          "cannot keep; write this golden set without npz")
     if all(isinstance(item, str) for item in items):
         return np.array(items, dtype=str).reshape(array.shape)
-    encoded = [item.encode("utf-8", "surrogatepass") if isinstance(item, str) else item
-               for item in items]
+    encoded = [utf8_bytes(item) if isinstance(item, str) else item for item in items]
     return np.array(encoded, dtype=bytes).reshape(array.shape)
 
 

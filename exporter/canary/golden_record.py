@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 
 import numpy as np
 
 from exporter import __version__
-from exporter.canary.compare import predicted_classes
-from exporter.canary.golden import (GoldenError, Provenance, SchemaError, Tolerance,
+from exporter.canary.compare import predicted_classes, rows_text
+from exporter.canary.golden import (GoldenError, GoldenSet, Provenance, SchemaError, Tolerance,
                                     golden_document, merge_requests, parse_rest_predict_reply)
+from exporter.canary.golden_calibrate import calibrate, calibrated_tolerances
+from exporter.canary.golden_validate import validate_document
+from exporter.canary.golden_write import json_round_trip
+from exporter.canary.json_arrays import dumps_compact
+from exporter.canary.probe import join_batches
 from exporter.canary.request_json import parse_request
 from exporter.tfserving.deadline import Deadline
 from exporter.tfserving.loaded_versions import available_versions
@@ -54,6 +60,7 @@ def _serving_version(client, model: str, deadline: Deadline) -> int:
 
 def _answers(client, protocol: str, model: str, version: int, signature_name: str, parsed,
              inputs, aliases: list[str], batch_size: int, deadline: Deadline) -> dict:
+    """Each output's answers, one array per batch."""
     parts: dict[str, list] = {alias: [] for alias in aliases}
     for start in range(0, parsed.n_examples, batch_size):
         stop = min(start + batch_size, parsed.n_examples)
@@ -64,13 +71,30 @@ def _answers(client, protocol: str, model: str, version: int, signature_name: st
             if answered != version:
                 raise GoldenError([f"asked version {version}, answered by version {answered}"])
         else:
-            body = json.dumps(parsed.body(start, stop, signature_name)).encode()
+            # dumps_compact: b64 inputs are bytes here, and go back as {"b64": ...}
+            body = dumps_compact(parsed.body(start, stop, signature_name)).encode()
             outputs = parse_rest_predict_reply(client.predict(model, version, body, deadline,
                                                               api="record"),
                                                parsed.format, aliases)
         for alias in aliases:
             parts[alias].append(np.asarray(outputs[alias]))
-    return {alias: np.concatenate(chunks, axis=0) for alias, chunks in parts.items()}
+    return parts
+
+
+def _joined(parts: dict[str, list], n_examples: int, version: int) -> dict:
+    """One array per output, refused unless it has one row per example (or is a scalar of
+    the one request): a golden set holds an answer for every example."""
+    outputs = {}
+    for alias, chunks in parts.items():
+        try:
+            array = join_batches(alias, chunks, f"record with --batch-size {n_examples} or more")
+        except SchemaError as err:
+            raise GoldenError([f"cannot record: {err}"]) from None
+        if array.ndim and array.shape[0] != n_examples:
+            raise GoldenError([f'cannot record output "{alias}": version {version} answered '
+                               f"{rows_text(array.shape[0], n_examples)}"])
+        outputs[alias] = array
+    return outputs
 
 
 def record_golden(client, protocol: str, model: str, requests: list[dict], *,
@@ -79,12 +103,15 @@ def record_golden(client, protocol: str, model: str, requests: list[dict], *,
                   top1_outputs: dict[str, bool] | None = None,
                   labels=None, label_output: str | None = None,
                   labels_from_output: str | None = None,
-                  min_accuracy: float | None = None) -> dict:
+                  min_accuracy: float | None = None,
+                  calibrate_runs: int | None = None) -> dict:
     """The golden document for ``requests`` answered by ``version`` (default: the version
     serving unpinned requests, pinned for every batch so one version answers them all).
 
     ``labels_from_output`` takes the labels from this recording's own answers (for a version
-    trusted to be right), naming the output they come from.
+    trusted to be right), naming the output they come from. With ``calibrate_runs``, the
+    floating-point outputs get the atol their measured noise calls for (``golden_calibrate``;
+    ``atol`` is then its minimum), within the same ``timeout``.
     """
     request = merge_requests(requests) if len(requests) > 1 else requests[0]
     problems: list[str] = []
@@ -103,12 +130,13 @@ def record_golden(client, protocol: str, model: str, requests: list[dict], *,
                                f"(it has {', '.join(sorted(signatures))})"])
         signature = signatures[wanted]
         aliases = sorted(t.alias for t in signature.outputs)
-        outputs = _answers(client, protocol, model, version, signature_name, parsed,
-                           signature.inputs, aliases, batch_size, deadline)
+        parts = _answers(client, protocol, model, version, signature_name, parsed,
+                         signature.inputs, aliases, batch_size, deadline)
     except TFServingError as err:
         raise GoldenError([f"recording from model {model!r} failed: {err}"]) from None
     except SchemaError as err:
         raise GoldenError([f"the requests do not fit model {model!r}: {err}"]) from None
+    outputs = _joined(parts, parsed.n_examples, version)
 
     if labels_from_output is not None:
         if labels_from_output not in outputs:
@@ -119,9 +147,25 @@ def record_golden(client, protocol: str, model: str, requests: list[dict], *,
     tolerances = {alias: Tolerance(atol=atol, rtol=rtol,
                                    top1=(top1_outputs or {}).get(alias)) for alias in aliases}
     recorded_at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return golden_document(
-        model=model, signature_name=signature_name, request=request, outputs=outputs,
-        provenance=Provenance(model=model, version=version, recorded_at=recorded_at,
-                              protocol=protocol, tool=f"tfserving-exporter {__version__}"),
-        tolerances=tolerances, labels=labels, label_output=label_output,
-        min_accuracy=min_accuracy)
+    provenance = Provenance(model=model, version=version, recorded_at=recorded_at,
+                            protocol=protocol, tool=f"tfserving-exporter {__version__}")
+    recording = dict(model=model, signature_name=signature_name, request=request,
+                     outputs=outputs, labels=labels, label_output=label_output,
+                     min_accuracy=min_accuracy)
+    document = golden_document(provenance=provenance, tolerances=tolerances, **recording)
+    if calibrate_runs is None:
+        return document
+    calibration = calibrate(client, protocol, _as_loaded(document), version, batch_size,
+                            calibrate_runs, deadline, min_atol=atol)
+    return golden_document(provenance=dataclasses.replace(provenance, calibration=calibration),
+                           tolerances=calibrated_tolerances(tolerances, calibration),
+                           **recording)
+
+
+def _as_loaded(document: dict) -> GoldenSet:
+    """The golden set as the canary will load it from the file about to be written."""
+    valid, problems = validate_document(json_round_trip(document, "the recording"),
+                                        lambda name: ({}, []))  # no data file yet
+    if problems:
+        raise GoldenError([f"cannot calibrate the recording: {problem}" for problem in problems])
+    return GoldenSet("the recording", valid)

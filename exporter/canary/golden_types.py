@@ -18,6 +18,29 @@ class Tolerance:
 
 
 @dataclass(frozen=True)
+class OutputNoise:
+    """One floating-point output's measured noise: the largest element-wise difference from
+    the recording over the runs at the recording's batch size, and over the runs at batch
+    size 1 (None when there were none), and the atol calibration derived from them."""
+
+    between_runs: float
+    between_batch_sizes: float | None
+    atol: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How ``golden record --calibrate`` measured the noise floor: ``runs`` repetitions at
+    ``batch_size`` (and as many at batch size 1), atol = max(min_atol, factor x noise)."""
+
+    runs: int
+    batch_size: int
+    factor: float
+    min_atol: float
+    outputs: dict[str, OutputNoise]
+
+
+@dataclass(frozen=True)
 class Provenance:
     """Where the expectations came from, so a stale golden file can be traced."""
 
@@ -26,3 +49,4 @@ class Provenance:
     recorded_at: str  # RFC 3339
     protocol: str     # grpc | rest
     tool: str
+    calibration: Calibration | None = None  # only in files recorded with --calibrate

@@ -17,12 +17,12 @@ from typing import Callable
 import numpy as np
 
 from exporter.canary.golden_npz import check_example_axis
-from exporter.canary.golden_types import Provenance, Tolerance
+from exporter.canary.golden_types import Calibration, OutputNoise, Provenance, Tolerance
 from exporter.canary.json_arrays import (
     NUMBER, canonical_strings, json_to_array, json_type_name, kind_of_array,
     shape_text)
 from exporter.canary.request_json import (
-    BARE, INPUTS, RequestTensors, check_example_counts, parse_request, unknown_key)
+    BARE, INPUTS, INSTANCES, RequestTensors, check_example_counts, parse_request, unknown_key)
 from exporter.suggest import suggestion
 
 FORMAT_VERSION = 1
@@ -30,8 +30,18 @@ TOP_KEYS = ("format", "model", "signature_name", "request", "expected", "labels"
             "label_output", "min_accuracy", "tolerances", "data", "provenance")
 TOLERANCE_KEYS = ("atol", "rtol", "top1")
 PROVENANCE_KEYS = ("model", "version", "recorded_at", "protocol", "tool")
+# Optional: files recorded with --calibrate carry the measured noise; no other key is
+# optional, so a reader that predates it refuses such a file by naming the key.
+CALIBRATION = "calibration"
+CALIBRATION_KEYS = ("runs", "batch_size", "factor", "min_atol", "outputs")
+NOISE_KEYS = ("between_runs", "between_batch_sizes", "atol")
 PROTOCOLS = ("grpc", "rest")
 ALL_OUTPUTS = "*"
+# TF Serving refuses a rank-0 output in a row reply (util/json_tensor.cc,
+# MakeRowFormatJsonFromTensors: "has no shape information"); over gRPC the request's format
+# does not matter, so a columnar request costs nothing and works over both protocols.
+_ROW_REQUEST_SCALAR = ("a scalar (no example axis) needs a columnar request (\"inputs\"): TF "
+                      "Serving refuses to answer a row request (\"instances\") with one")
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", re.IGNORECASE)
 
 
@@ -62,6 +72,11 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_size(value) -> bool:
+    """A finite number >= 0: a tolerance, or a measured difference."""
+    return _is_number(value) and math.isfinite(value) and value >= 0
+
+
 class _Validator:
     def __init__(self, document: dict, read_data: Callable[[str], tuple[dict, list[str]]]):
         self.doc = document
@@ -73,6 +88,14 @@ class _Validator:
 
     def add(self, field: str, message: str) -> None:
         self.problems.append(f"{field}: {message}")
+
+    def keys(self, field: str, value: dict, known: tuple, required: tuple) -> None:
+        for key in value:
+            if key not in known:
+                self.problems.append(unknown_key(f"{field}.{key}", key, known))
+        for key in required:
+            if key not in value:
+                self.add(f"{field}.{key}", "required")
 
     def string(self, field: str, value, *, required: bool = True) -> str | None:
         if isinstance(value, str):
@@ -95,12 +118,12 @@ class _Validator:
         self._data()
         request = self._request(signature_name)
         n_examples = request.n_examples if request else None
-        expected = self._expected(n_examples)
+        expected = self._expected(request)
         labels = self._labels(n_examples)
         tolerances = self._tolerances(expected)
         label_output = self._label_output(expected, tolerances, labels)
         min_accuracy = self._min_accuracy(labels)
-        provenance = self._provenance(model)
+        provenance = self._provenance(model, expected)
         if self.problems:
             return None
         if signature_name is None:
@@ -192,7 +215,7 @@ class _Validator:
 
     # ---- expectations --------------------------------------------------------------------
 
-    def _expected(self, n_examples: int | None) -> dict[str, np.ndarray] | None:
+    def _expected(self, request: RequestTensors | None) -> dict[str, np.ndarray] | None:
         from_data = {key.partition("/")[2]: array for key, array in self.data.items()
                      if key.startswith("expected/")}
         if from_data:
@@ -201,17 +224,21 @@ class _Validator:
                 return None
             fields = {alias: f"data[expected/{alias}]" for alias in from_data}
             if not all(check_example_axis(f"expected/{alias}", array, self.problems)
-                       for alias, array in from_data.items()):
+                       for alias, array in from_data.items() if array.ndim):
                 return None
             expected = {alias: canonical_strings(array) for alias, array in from_data.items()}
         else:
             expected, fields = self._expected_from_json()
             if expected is None:
                 return None
-        if n_examples is not None:
+        if request is not None:
             for alias, array in expected.items():
-                if array.shape[0] != n_examples:
-                    self.add(fields[alias], f"{array.shape[0]} examples, the request has {n_examples}")
+                if not array.ndim:
+                    if request.format == INSTANCES:
+                        self.add(fields[alias], _ROW_REQUEST_SCALAR)
+                elif array.shape[0] != request.n_examples:
+                    self.add(fields[alias], f"{array.shape[0]} examples, the request has "
+                                            f"{request.n_examples}")
         return expected
 
     def _expected_from_json(self):
@@ -232,7 +259,8 @@ class _Validator:
             if alias == "":
                 self.add("expected", "output alias must not be empty")
                 continue
-            array = json_to_array(tensor, fields[alias], self.problems)
+            # scalar: an output without example axis (shape []), one value for the request
+            array = json_to_array(tensor, fields[alias], self.problems, scalar=True)
             if array is not None:
                 expected[alias] = array
         if len(expected) != len(value):
@@ -316,7 +344,7 @@ class _Validator:
                 else:
                     self.add(f"{field}.top1", f"expected a boolean, got {json_type_name(value)}")
                     ok = False
-            elif not _is_number(value) or not math.isfinite(value) or value < 0:
+            elif not _is_size(value):
                 self.add(f"{field}.{key}", f"expected a finite number >= 0, got {show(value)}")
                 ok = False
             else:
@@ -360,7 +388,8 @@ class _Validator:
             return None
         array = expected[value]
         field = "data[labels]" if "labels" in self.data else "labels"
-        if kind_of_array(array) == NUMBER and array.dtype.kind in "iu" and array[0].size == 1:
+        if (kind_of_array(array) == NUMBER and array.dtype.kind in "iu" and array.ndim
+                and array[0].size == 1):
             return value
         if kind_of_array(array) == NUMBER and array.ndim == 2 and array.shape[1] >= 2:
             classes = array.shape[1]
@@ -387,7 +416,7 @@ class _Validator:
 
     # ---- provenance ----------------------------------------------------------------------
 
-    def _provenance(self, model: str | None) -> Provenance | None:
+    def _provenance(self, model: str | None, expected: dict | None) -> Provenance | None:
         if "provenance" not in self.doc:
             self.add("provenance", "required (model, version, recorded_at, protocol, tool)")
             return None
@@ -396,12 +425,7 @@ class _Validator:
             self.add("provenance", f"expected an object, got {json_type_name(value)}")
             return None
         before = len(self.problems)
-        for key in value:
-            if key not in PROVENANCE_KEYS:
-                self.problems.append(unknown_key(f"provenance.{key}", key, PROVENANCE_KEYS))
-        for key in PROVENANCE_KEYS:
-            if key not in value:
-                self.add(f"provenance.{key}", "required")
+        self.keys("provenance", value, PROVENANCE_KEYS + (CALIBRATION,), PROVENANCE_KEYS)
         recorded_model = self.string("provenance.model", value.get("model"), required=False)
         if recorded_model is not None and model is not None and recorded_model != model:
             self.add("provenance.model", f"{show(recorded_model)} differs from model {show(model)}")
@@ -416,9 +440,63 @@ class _Validator:
         if protocol is not None and protocol not in PROTOCOLS:
             self.add("provenance.protocol", f"must be one of grpc, rest, got {show(protocol)}")
         self.string("provenance.tool", value.get("tool"), required=False)
+        calibration = None
+        if CALIBRATION in value:
+            calibration = self._calibration(value[CALIBRATION], expected)
         if len(self.problems) > before:
             return None
-        return Provenance(value["model"], version, recorded_at, protocol, value["tool"])
+        return Provenance(value["model"], version, recorded_at, protocol, value["tool"],
+                          calibration)
+
+    def _calibration(self, value, expected: dict | None) -> Calibration | None:
+        field = f"provenance.{CALIBRATION}"
+        if not isinstance(value, dict):
+            self.add(field, f"expected an object, got {json_type_name(value)}")
+            return None
+        before = len(self.problems)
+        self.keys(field, value, CALIBRATION_KEYS, CALIBRATION_KEYS)
+        for key in ("runs", "batch_size"):
+            if key in value and not (_is_int(value[key]) and value[key] >= 1):
+                self.add(f"{field}.{key}", f"expected an integer >= 1, got {show(value[key])}")
+        if "factor" in value and not (_is_size(value["factor"]) and value["factor"] > 0):
+            self.add(f"{field}.factor", f"expected a finite number > 0, got {show(value['factor'])}")
+        if "min_atol" in value and not _is_size(value["min_atol"]):
+            self.add(f"{field}.min_atol", f"expected a finite number >= 0, got "
+                                          f"{show(value['min_atol'])}")
+        outputs = value.get("outputs", {})
+        if not isinstance(outputs, dict):
+            self.add(f"{field}.outputs", f"expected an object, got {json_type_name(outputs)}")
+            return None
+        noise = {alias: self._noise(f"{field}.outputs.{alias}", alias, settings, expected)
+                 for alias, settings in outputs.items()}
+        if len(self.problems) > before:
+            return None
+        return Calibration(value["runs"], value["batch_size"], float(value["factor"]),
+                           float(value["min_atol"]), noise)
+
+    def _noise(self, field: str, alias: str, value, expected: dict | None) -> OutputNoise | None:
+        if expected is not None and alias not in expected:
+            self.add(field, "not an expected output"
+                     + suggestion(alias, list(expected), "expected outputs"))
+            return None
+        if not isinstance(value, dict):
+            self.add(field, f"expected an object with {', '.join(NOISE_KEYS)}, got "
+                            f"{json_type_name(value)}")
+            return None
+        before = len(self.problems)
+        self.keys(field, value, NOISE_KEYS, NOISE_KEYS)
+        for key in NOISE_KEYS:
+            # null: no runs at batch size 1 (the set goes in one request of one example, or
+            # must go whole)
+            nullable = key == "between_batch_sizes"
+            if key in value and not (_is_size(value[key]) or (nullable and value[key] is None)):
+                self.add(f"{field}.{key}", "expected a finite number >= 0"
+                         + (" or null" if nullable else "") + f", got {show(value[key])}")
+        if len(self.problems) > before:
+            return None
+        return OutputNoise(float(value["between_runs"]),
+                           None if value["between_batch_sizes"] is None
+                           else float(value["between_batch_sizes"]), float(value["atol"]))
 
 
 def _is_rfc3339(text: str) -> bool:

@@ -39,7 +39,8 @@ def golden_document(*, model: str, signature_name: str, request: dict,
     if tolerances:
         document["tolerances"] = {alias: _tolerance_json(tolerance)
                                   for alias, tolerance in tolerances.items()}
-    document["provenance"] = dataclasses.asdict(provenance)
+    document["provenance"] = {key: value for key, value in dataclasses.asdict(provenance).items()
+                              if not (key == "calibration" and value is None)}
     return document
 
 
@@ -76,7 +77,7 @@ def write_golden(path: str, document: dict, *, force: bool = False, npz: bool = 
             raise FileExistsError(f"{target} already exists; refusing to overwrite it "
                                   "without force (--force)")
     base_dir = os.path.dirname(path)
-    parsed = _json_round_trip(document, path)
+    parsed = json_round_trip(document, path)
     _make_directory_for(path)
     valid = _validated(parsed, path, lambda name: read_npz(os.path.join(base_dir, name)))
     written = []
@@ -97,7 +98,7 @@ def write_golden(path: str, document: dict, *, force: bool = False, npz: bool = 
     return [path] + written
 
 
-def _json_round_trip(document: dict, path: str):
+def json_round_trip(document: dict, path: str):
     """The document as load_golden will see it: serialised, then parsed back."""
     try:
         text = json.dumps(_plain(document), allow_nan=True, default=json_default)

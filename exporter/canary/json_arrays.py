@@ -8,7 +8,9 @@ the path of the offending value, for golden files and replies.
 
 Strings: request inputs keep ``str`` and ``bytes`` (from b64) apart so a request is re-sent as
 written; expected values and replies are canonicalised to ``bytes`` (``canonical_strings``)
-because TF Serving hands both back as the same DT_STRING bytes.
+because TF Serving hands both back as the same DT_STRING bytes. A reply that was not UTF-8 is
+read with ``surrogateescape`` and its strings turned back into the bytes it held
+(``raw_bytes``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,22 @@ def is_b64_object(value) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
+def utf8_bytes(text: str) -> bytes:
+    """A JSON string as DT_STRING bytes. A lone surrogate (only a ``\\uD800``-style escape
+    makes one) keeps its three-byte form rather than failing."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def raw_bytes(text: str) -> bytes:
+    """A string of a reply decoded with ``surrogateescape`` as the bytes the reply held: each
+    byte that was not UTF-8 became one lone surrogate U+DC80..U+DCFF, which this turns back.
+    Other lone surrogates can only come from escapes, which keep their ``utf8_bytes`` form."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return utf8_bytes(text)
+
+
 def shape_text(shape) -> str:
     return "[" + ", ".join(str(dim) for dim in shape) + "]"
 
@@ -67,9 +85,9 @@ def kind_of_array(array: np.ndarray) -> str | None:
 class _Collector:
     """Leaves of one tensor in order, with the kind set by the first leaf and capped problems."""
 
-    def __init__(self, problems: list[str], canonical: bool) -> None:
+    def __init__(self, problems: list[str], strings: Callable[[str], bytes] | None) -> None:
         self.problems = problems
-        self.canonical = canonical
+        self.strings = strings  # str -> bytes; None keeps str
         self.leaves: list = []
         self.kind: str | None = None
         self.has_float = False
@@ -106,7 +124,7 @@ class _Collector:
             self.has_float = True
             return NUMBER, value
         if isinstance(value, str):
-            return STRING, value.encode("utf-8", "surrogatepass") if self.canonical else value
+            return STRING, self.strings(value) if self.strings else value
         if is_b64_object(value):
             text = value["b64"]
             if not isinstance(text, str):
@@ -140,26 +158,37 @@ def _walk(value, shape: list[int], level: int, where: str, out: _Collector) -> N
 
 
 def json_to_array(value, field: str, problems: list[str], *, canonical: bool = True,
+                  raw_strings: bool = False, scalar: bool = False, empty: bool = False,
                   example_path: Callable[[int], str] | None = None) -> np.ndarray | None:
     """A JSON tensor whose first axis is the example axis, as a numpy array; None (with
     ``problems`` appended) when it is not one. ``example_path(i)`` names example ``i`` in
-    messages (default ``field[i]``)."""
+    messages (default ``field[i]``).
+
+    ``canonical`` turns strings into bytes (``raw_bytes`` with ``raw_strings``, for a reply
+    read with surrogateescape). With ``scalar``, a bare value is a 0-d array (a tensor
+    without example axis); with ``empty``, ``[]`` is an array of zero rows, shape [0]."""
     if example_path is None:
         def example_path(index: int) -> str:
             return f"{field}[{index}]"
+    out = _Collector(problems, (raw_bytes if raw_strings else utf8_bytes) if canonical else None)
+    before = len(problems)
+    if scalar and not isinstance(value, list):
+        out.add_leaf(value, field)
+        return None if len(problems) > before else _build(out, [])
     if not isinstance(value, list):
         problems.append(f"{field}: expected a list with one entry per example, "
                         f"got {json_type_name(value)}")
         return None
     if not value:
+        if empty:
+            # `[]` says nothing past the example axis: no inner shape, no dtype.
+            return np.zeros((0,), dtype=np.float64)
         problems.append(f"{field}: must not be empty")
         return None
     example_shape = dense_shape(value[0], MAX_RANK)
     if len(example_shape) >= MAX_RANK:
         problems.append(f"{field}: nested deeper than {MAX_RANK} levels")
         return None
-    out = _Collector(problems, canonical)
-    before = len(problems)
     for index, example in enumerate(value):
         where = example_path(index)
         shape = dense_shape(example, MAX_RANK)
@@ -198,8 +227,8 @@ def canonical_strings(array: np.ndarray) -> np.ndarray:
     arrays unchanged."""
     if array.dtype.kind not in "OUS":
         return array
-    encode = np.frompyfunc(lambda item: item.encode("utf-8", "surrogatepass")
-                           if isinstance(item, str) else item, 1, 1)
+    encode = np.frompyfunc(lambda item: utf8_bytes(item) if isinstance(item, str) else item,
+                           1, 1)
     result = np.empty(array.shape, dtype=object)
     if array.size:
         result[...] = encode(array.astype(object))

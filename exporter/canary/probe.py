@@ -36,6 +36,7 @@ class VersionProbe:
         self._golden = golden
         self._batches = golden.batches(batch_size)
         self._aliases = sorted(golden.expected)
+        self._one_request_hint = f"set canary.batch_size to {golden.n_examples} or more"
 
     def _answers_over_grpc(self, version: int | None, signature: Signature,
                            deadline: Deadline) -> tuple[dict[str, list], int | None]:
@@ -89,7 +90,8 @@ class VersionProbe:
                     attributed = answered
             else:
                 collected = self._answers_over_rest(version, deadline)
-            actual = {alias: _concatenate(alias, parts) for alias, parts in collected.items()}
+            actual = {alias: join_batches(alias, parts, self._one_request_hint)
+                      for alias, parts in collected.items()}
             golden = self._golden
             comparison = compare(golden.expected, actual, golden.tolerances, golden.labels,
                                  golden.label_output, golden.min_accuracy)
@@ -106,8 +108,23 @@ class VersionProbe:
                                       protocol=self._protocol, comparison=comparison)
 
 
-def _concatenate(alias: str, parts: list) -> np.ndarray:
+def join_batches(alias: str, parts: list, one_request_hint: str) -> np.ndarray:
+    """One output's answers to the batches of a golden set as one array, example axis first.
+
+    A zero-row part adds no rows; it is left out because TF Serving's ``[]`` for it has no
+    inner shape to join by (the comparison then reports the missing rows). A scalar output
+    (no example axis) is one value per request, so it only stands for the golden set when the
+    set went in one request: with several parts, SchemaError ending in ``one_request_hint``.
+    """
+    arrays = [np.asarray(part) for part in parts]
+    if len(arrays) == 1:
+        return arrays[0]
+    if any(array.ndim == 0 for array in arrays):
+        raise SchemaError(f'output "{alias}" is a scalar (one value per request, no example '
+                          f"axis): the answers to {len(arrays)} batches cannot be joined, so "
+                          f"the examples must go in one request; {one_request_hint}")
+    with_rows = [array for array in arrays if array.shape[0]] or arrays[:1]
     try:
-        return np.concatenate([np.asarray(p) for p in parts], axis=0)
+        return np.concatenate(with_rows, axis=0)
     except ValueError as err:
         raise SchemaError(f'output "{alias}": batches cannot be joined: {err}') from None

@@ -65,18 +65,27 @@ class SignatureMap(dict):
         self.left_out_tensors = left_out_tensors
 
 
-def first_names(mapping, count: int) -> list:
-    """The ``count`` smallest keys of a mapping, in order, without listing all of them."""
-    return heapq.nsmallest(max(count, 0), mapping, key=str)
+def first_names(names, count: int) -> list:
+    """The ``count`` smallest of ``names`` (a mapping's keys, or any iterable), in order,
+    without listing all of them."""
+    return heapq.nsmallest(max(count, 0), names, key=str)
+
+
+# TF2 SavedModels carry their variable initialiser as a "signature" with no method and no
+# inputs. TF Serving reports it in metadata (get_model_metadata_impl.cc keeps every entry of
+# the signature map), but nothing can call it: it is not exported as a signature.
+SAVED_MODEL_INIT_OP = "__saved_model_init_op"
 
 
 def convert_signatures(raw: dict, convert_tensors) -> SignatureMap:
     """``raw``: name -> a protocol's signature object; ``convert_tensors(sig, budget)`` ->
     (method_name, inputs, outputs, tensors left out), taking at most ``budget`` tensors.
     Signatures are taken in name order, so what fits is the same on every call."""
+    callable_names = (name for name in raw if name != SAVED_MODEL_INIT_OP)
+    count = len(raw) - (SAVED_MODEL_INIT_OP in raw)
     # nsmallest, not sorted: a reply with 1e5 signatures must not become a list of 1e5 names.
-    taken = first_names(raw, MAX_SIGNATURES_PER_REPLY)
-    result = SignatureMap(left_out_signatures=len(raw) - len(taken))
+    taken = first_names(callable_names, MAX_SIGNATURES_PER_REPLY)
+    result = SignatureMap(left_out_signatures=count - len(taken))
     budget = MAX_TENSORS_PER_REPLY
     for name in taken:
         method, inputs, outputs, left_out = convert_tensors(raw[name], budget)

@@ -92,7 +92,11 @@ def test_nan_detail_counts_examples():
 @pytest.mark.parametrize("expected, actual, detail", [
     (np.zeros((3, 1)), None, "y: missing from the reply"),
     (np.zeros((3, 1)), np.zeros((3,)), "y: shape [3] differs from expected [3, 1]"),
-    (np.zeros((3, 1)), np.zeros((2, 1)), "y: shape [2, 1] differs from expected [3, 1]"),
+    (np.zeros((3, 1)), np.zeros((2, 2)), "y: shape [2, 2] differs from expected [3, 1]"),
+    (np.zeros((3, 1)), np.array([[b"a"], [b"b"]], dtype=object),
+     "y: shape [2, 1] differs from expected [3, 1]"),
+    (np.float64(2.5), np.zeros(3), "y: shape [3] differs from expected []"),
+    (np.zeros(3), np.float64(2.5), "y: shape [] differs from expected [3]"),
     (np.zeros(3), np.array([b"a", b"b", b"c"], dtype=object), "y: got string values, expected number values"),
     (np.zeros(3), np.array([True, False, True]), "y: got boolean values, expected number values"),
     (np.array([True, False]), np.array([1, 0]), "y: got number values, expected boolean values"),
@@ -104,6 +108,48 @@ def test_schema_failures_omit_the_output_stats(expected, actual, detail):
     assert result.failure == "schema"
     assert result.detail == detail
     assert list(result.outputs) == ["z"]
+
+
+@pytest.mark.parametrize("actual, rows", [
+    (np.zeros(0), 0),                                       # TF Serving's `[]`: no inner shape
+    (np.zeros((0, 1)), 0),                                  # zero rows over gRPC
+    (np.array([], dtype=object), 0),
+    (np.zeros((2, 1)), 2),
+    (np.zeros((4, 1)), 4),
+])
+def test_other_row_counts_are_a_mismatch_of_every_example(actual, rows):
+    result = compare({"y": np.zeros((3, 1)), "z": np.ones(2)}, {"y": actual, "z": np.ones(2)},
+                     {"y": TIGHT, "z": TIGHT})
+    assert result.failure == "mismatch"
+    assert result.detail == f"y: {rows} rows, expected 3 (one per example)"
+    assert result.outputs["y"] == OutputStats(INF, INF, 3, None)
+    assert result.outputs["z"].mismatched_examples == 0
+
+
+def test_other_rows_take_no_accuracy_and_no_top1_agreement():
+    tolerance = Tolerance(top1=True)
+    result = compare({"p": scores([[0.1, 0.9], [0.8, 0.2]])}, {"p": np.zeros(0)}, {"p": tolerance},
+                     labels=np.array([1, 0]), label_output="p")
+    assert (result.failure, result.accuracy) == ("mismatch", None)
+    assert result.outputs["p"].top1_agreement is None
+
+
+@pytest.mark.parametrize("expected, actual, failure, detail", [
+    (np.float64(2.5), np.float32(2.5), None, "1 examples, 1 outputs within tolerance"),
+    (np.float64(2.5), np.float64(2.6), "mismatch",
+     "y: 1 of 1 examples outside atol=1e-06 + rtol=1e-06*|expected| (max abs error 0.1)"),
+    (np.array(b"\xff\xfe", dtype=object), np.array(b"\xff\xfe", dtype=object), None,
+     "1 examples, 1 outputs within tolerance"),
+    (np.array(b"\xff\xfe", dtype=object), np.array(b"\xff", dtype=object), "mismatch",
+     "y: 1 of 1 examples differ"),
+    (np.float64(2.5), np.float64(NAN), "nan",
+     "y: NaN or Infinity in 1 of 1 examples where finite values are expected; "
+     "y: 1 of 1 examples outside atol=1e-06 + rtol=1e-06*|expected| (max abs error inf)"),
+])
+def test_a_scalar_output_compares_as_one_example(expected, actual, failure, detail):
+    result = compare({"y": expected}, {"y": actual}, {"y": TIGHT})
+    assert (result.failure, result.detail) == (failure, detail)
+    assert result.outputs["y"].mismatched_examples == (0 if failure is None else 1)
 
 
 def test_integer_and_float_outputs_are_both_numbers():

@@ -1,7 +1,9 @@
 """Golden files: format, validation (exact messages), writing, batches, REST bodies, replies."""
 
 import base64
+import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from exporter.canary.golden import (
     GoldenError, Provenance, SchemaError, Tolerance, golden_document, load_golden, merge_requests,
     parse_rest_predict_reply, write_golden)
+from exporter.canary.golden_types import Calibration, OutputNoise
 from exporter.tfserving.types import TensorSpec
 from tests.helpers import files_named, problems_raised
 
@@ -47,7 +50,8 @@ INVALID_FILES = {
         'expected_missing.json: expected: required (or expected/<alias> arrays in data)',
     ],
     'expected_not_a_list.json': [
-        'expected_not_a_list.json: expected.y: expected a list with one entry per example, got number',
+        'expected_not_a_list.json: expected.y: a scalar (no example axis) needs a columnar request '
+        '("inputs"): TF Serving refuses to answer a row request ("instances") with one',
     ],
     'expected_not_object.json': [
         'expected_not_object.json: expected: expected an object of outputs, got list',
@@ -335,17 +339,29 @@ def test_any_json_value_in_any_field_gives_golden_error_not_a_crash(tmp_path, fi
     for value in JSON_VALUES:
         document = json.load(open(os.path.join(TESTDATA, "valid_classifier.json")))
         document["expected"]["y"] = [[1.0], [2.0], [3.0]]
-        target = document
-        *parents, last = field.split(".")
-        for key in parents:
-            target = target[key]
+        set_field(document, field, value)
+        assert_loads_or_reports(tmp_path / "g.json", document)
+
+
+def set_field(document: dict, field: str, value) -> None:
+    """Set a dotted field of a document, or with ``...`` delete it."""
+    target = document
+    *parents, last = field.split(".")
+    for key in parents:
+        target = target[key]
+    if value is ...:
+        del target[last]
+    else:
         target[last] = value
-        path = tmp_path / "g.json"
-        path.write_text(json.dumps(document))
-        try:
-            load_golden(str(path))
-        except GoldenError as error:
-            assert error.problems and all(p.startswith(f"{path}: ") for p in error.problems)
+
+
+def assert_loads_or_reports(path, document) -> None:
+    """The document loads, or GoldenError names the file in every problem: never a crash."""
+    path.write_text(json.dumps(document))
+    try:
+        load_golden(str(path))
+    except GoldenError as error:
+        assert error.problems and all(p.startswith(f"{path}: ") for p in error.problems)
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -602,6 +618,103 @@ def test_golden_document_states_the_signature_once_and_writes_strings_readably()
                                       "protocol": "grpc", "tool": "tfserving-exporter 0.1.0"}
 
 
+# ---- provenance.calibration (golden record --calibrate) -------------------------------------
+
+CALIBRATION = Calibration(runs=5, batch_size=64, factor=10.0, min_atol=1e-6, outputs={
+    "y": OutputNoise(between_runs=0.0, between_batch_sizes=1.2e-7, atol=1.2e-6)})
+
+
+def calibrated_document():
+    return golden_document(model="m", signature_name="serving_default",
+                           request={"instances": [[1.0], [2.0], [5.0]]},
+                           outputs={"y": np.array([[2.5], [3.0], [4.5]]),
+                                    "n": np.array([1, 2, 3])},
+                           provenance=dataclasses.replace(PROVENANCE, calibration=CALIBRATION))
+
+
+@pytest.mark.parametrize("npz", [False, True])
+def test_calibration_survives_a_round_trip(tmp_path, npz):
+    path = str(tmp_path / "g.json")
+    write_golden(path, calibrated_document(), npz=npz)
+    assert json.load(open(path))["provenance"]["calibration"]["outputs"]["y"] == {
+        "between_runs": 0.0, "between_batch_sizes": 1.2e-7, "atol": 1.2e-6}
+    assert load_golden(path).provenance == dataclasses.replace(PROVENANCE,
+                                                               calibration=CALIBRATION)
+
+
+def test_a_file_without_calibration_loads_as_before(in_testdata):
+    assert "calibration" not in json.load(open("valid.json"))["provenance"]
+    assert load_golden("valid.json").provenance.calibration is None
+
+
+def set_calibration_field(document: dict, field: str, value) -> None:
+    set_field(document, "provenance.calibration" + (f".{field}" if field else ""), value)
+
+
+@pytest.mark.parametrize("field, value, problems", [
+    ("", "x", ["provenance.calibration: expected an object, got string"]),
+    ("runs", 0, ["provenance.calibration.runs: expected an integer >= 1, got 0"]),
+    ("batch_size", 1.5, ["provenance.calibration.batch_size: expected an integer >= 1, got 1.5"]),
+    ("factor", 0, ["provenance.calibration.factor: expected a finite number > 0, got 0"]),
+    ("min_atol", -1, ["provenance.calibration.min_atol: expected a finite number >= 0, got -1"]),
+    ("min_atol", ..., ["provenance.calibration.min_atol: required"]),
+    ("factors", 10, ['provenance.calibration.factors: unknown key (did you mean "factor"?)']),
+    ("outputs", [], ["provenance.calibration.outputs: expected an object, got list"]),
+    ("outputs.yy", {}, ['provenance.calibration.outputs.yy: not an expected output '
+                        '(did you mean "y"?)']),
+    ("outputs.y", 3, ["provenance.calibration.outputs.y: expected an object with between_runs, "
+                      "between_batch_sizes, atol, got number"]),
+    ("outputs.y.between_runs", "0", ['provenance.calibration.outputs.y.between_runs: expected '
+                                     'a finite number >= 0, got "0"']),
+    ("outputs.y.between_runs", None, ["provenance.calibration.outputs.y.between_runs: expected "
+                                      "a finite number >= 0, got null"]),
+    ("outputs.y.between_batch_sizes", math.inf, [
+        "provenance.calibration.outputs.y.between_batch_sizes: expected a finite number >= 0 "
+        "or null, got Infinity"]),
+    ("outputs.y.atol", ..., ["provenance.calibration.outputs.y.atol: required"]),
+    ("outputs.y.atoll", 1, ['provenance.calibration.outputs.y.atoll: unknown key '
+                            '(did you mean "atol"?)']),
+])
+def test_invalid_calibration_is_reported(tmp_path, field, value, problems):
+    path = tmp_path / "g.json"
+    write_golden(str(path), calibrated_document())
+    document = json.load(open(path))
+    set_calibration_field(document, field, value)
+    path.write_text(json.dumps(document))
+    assert problems_of(str(path)) == [f"{path}: {problem}" for problem in problems]
+
+
+def test_unknown_provenance_keys_suggest_calibration(tmp_path):
+    path = tmp_path / "g.json"
+    document = json.loads(json.dumps(calibrated_document()))
+    document["provenance"]["calibrate"] = document["provenance"].pop("calibration")
+    path.write_text(json.dumps(document))
+    assert problems_of(str(path)) == [
+        f'{path}: provenance.calibrate: unknown key (did you mean "calibration"?)']
+
+
+def test_between_batch_sizes_may_be_null_and_outputs_empty(tmp_path):
+    path = tmp_path / "g.json"
+    write_golden(str(path), calibrated_document())
+    document = json.load(open(path))
+    set_calibration_field(document, "outputs.y.between_batch_sizes", None)
+    path.write_text(json.dumps(document))
+    assert load_golden(str(path)).provenance.calibration.outputs["y"].between_batch_sizes is None
+    set_calibration_field(document, "outputs", {})
+    path.write_text(json.dumps(document))
+    assert load_golden(str(path)).provenance.calibration.outputs == {}
+
+
+@pytest.mark.parametrize("field", ["", "runs", "factor", "outputs", "outputs.y",
+                                   "outputs.y.atol", "outputs.y.between_batch_sizes"])
+def test_any_json_value_in_calibration_gives_golden_error_not_a_crash(tmp_path, field):
+    path = tmp_path / "g.json"
+    write_golden(str(path), calibrated_document())
+    for value in JSON_VALUES:
+        document = json.load(open(path))
+        set_calibration_field(document, field, value)
+        assert_loads_or_reports(tmp_path / "broken.json", document)
+
 # ---- batches --------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -630,8 +743,6 @@ def test_batches_cover_every_example_once(five_examples, batch_size, bounds):
     assert np.concatenate([t["s"] for t in tensors]).tolist() == [b"s0", b"s1", b"s2", b"s3", b"s4"]
     rows = [row for batch in batches for row in json.loads(batch.rest_body())["instances"]]
     assert rows == [{"a": [float(i), i + 0.5], "s": f"s{i}"} for i in range(5)]
-    np.testing.assert_array_equal(np.concatenate([batch.expected()["y"] for batch in batches]),
-                                  [0, 2, 4, 6, 8])
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
@@ -757,7 +868,9 @@ def test_rest_reply_strings_and_b64_become_bytes():
     (b'{"predictions": [[1, 2], [3]]}', "instances", ["y"],
      "predictions[1]: shape [1] differs from example 0's shape [2]"),
     (b'{"predictions": [1.0, "x"]}', "instances", ["y"], "predictions[1]: expected a number, got string"),
-    (b'{"outputs": 3.0}', "inputs", ["y"], "outputs: expected a list with one entry per example, got number"),
+    (b'{"outputs": null}', "inputs", ["y"],
+     'outputs: expected a number, boolean, string or {"b64": ...}, got null'),
+    (b'{"predictions": 3.0}', "instances", ["y"], '"predictions" is a number, expected a list'),
     (b'\xff', "inputs", ["y"], "reply is not valid JSON: "),
     (b"[" * 100000, "inputs", ["y"], "reply is not valid JSON: "),
 ])

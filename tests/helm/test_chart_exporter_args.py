@@ -14,7 +14,7 @@ import pytest
 from tests.helm.rendering import (CHART_DIR, CI_VALUES, EXPORTER_CONTAINER, ROOT, Rendered,
                                   ci_id, container, example_chart, exporter_pods, render,
                                   values_file)
-from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR
+from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR
 
 CONFIG_MOUNT = "/etc/tfserving-exporter"
 CASES_WITH_GOLDEN_FILES = ("canary-golden-inline", "canary-existing-configmap", "canary-volume")
@@ -40,7 +40,7 @@ def materialize(rendered: Rendered, pod: dict[str, Any], root: str) -> dict[str,
                 with open(os.path.join(local, key), "w", encoding="utf-8") as handle:
                     handle.write(text)
         elif mount["mountPath"] != CONFIG_MOUNT:
-            shutil.copytree(DEMO_GOLDEN_DIR, local, dirs_exist_ok=True)
+            shutil.copytree(STANDIN_GOLDEN_DIR, local, dirs_exist_ok=True)
         mapping[mount["mountPath"]] = local
     return mapping
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
+import re
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 import requests
@@ -115,12 +119,83 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path):
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
         assert process.returncode == 0
-        assert f"Running gRPC ModelServer at 127.0.0.1:{grpc_port} ..." in stderr
-        assert f"Exporting HTTP/REST API at:localhost:{rest_port} ..." in stderr
+        assert f'msg="Running gRPC ModelServer at 127.0.0.1:{grpc_port} ..."' in stderr
+        assert f'msg="Exporting HTTP/REST API at:localhost:{rest_port} ..."' in stderr
+        assert all(LOGFMT_LINE.fullmatch(line) for line in stderr.splitlines()), stderr
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate(timeout=10)
+
+
+LOGFMT_LINE = re.compile(r'ts=\S+Z level=(debug|info|warn|error) logger=tfserving_simulator\S* '
+                         r'msg="([^"\\]|\\.)*"')
+
+
+def test_cli_logs_logfmt_and_repeats_what_a_missing_base_path_waits_for(tmp_path):
+    # TF Serving's texts (server.cc BuildSingleModelConfig, server_core.cc ReloadConfig,
+    # file_system_storage_path_source.cc), the last logged on every poll while nothing opens.
+    missing = tmp_path / "missing"
+    process = _spawn(f"--port={free_port()}", "--model_name=m", f"--model_base_path={missing}",
+                     "--file_system_poll_wait_seconds=1", "--bind_address=127.0.0.1")
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr],
+                     daemon=True).start()
+    seen: list[str] = []
+    waiting = ('msg="FileSystemStoragePathSource encountered a filesystem access error: Could '
+               f'not find base path {missing} for servable m with error NOT_FOUND: {missing} '
+               'not found"')
+
+    def waited_twice() -> bool:
+        while not lines.empty():
+            seen.append(lines.get_nowait().rstrip("\n"))
+        return sum(line.endswith(waiting) for line in seen) >= 2
+
+    try:
+        wait_until(waited_twice, timeout=15, message="two polls' error lines")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert all(LOGFMT_LINE.fullmatch(line) for line in seen), seen
+    assert [line.split(" ", 1)[1] for line in seen[:3]] == [
+        'level=info logger=tfserving_simulator.app msg="Building single TensorFlow model file '
+        f'config:  model_name: m model_base_path: {missing}"',
+        'level=info logger=tfserving_simulator.server_core msg="Adding/updating models."',
+        'level=info logger=tfserving_simulator.server_core msg=" (Re-)adding model: m"']
+
+
+def test_config_file_is_reapplied_on_every_poll_so_a_refused_label_takes_later(tmp_path, caplog):
+    # server.cc, PollFilesystemAndReloadConfig applies the file whether or not it changed, and
+    # ServerCore::ReloadConfig checks the labels each time: a label refused while its version
+    # loads takes effect on a later poll of the same text.
+    base = tmp_path / "m"
+    write_half_plus_two(str(base), 1)
+    config = tmp_path / "models.config"
+
+    def write_config(labels: str = "") -> None:
+        staged = tmp_path / "models.config.new"
+        staged.write_text(f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
+                          f'model_platform: "tensorflow" model_version_policy {{ all {{}} }} '
+                          f'{labels} }} }}')
+        os.replace(staged, config)
+
+    write_config()
+    caplog.set_level(logging.INFO, logger="tfserving_simulator")
+    options = SimulatorOptions(model_config_file=str(config), bind_address="127.0.0.1",
+                               grpc_port=0, model_config_file_poll_wait_seconds=0.1,
+                               file_system_poll_wait_seconds=0.05)
+    with Simulator(options) as sim:
+        write_half_plus_two(str(base), 2, load_seconds=1.5)
+        wait_until(lambda: sim.core.model_status("m", 2)[0].state == "LOADING", timeout=5)
+        write_config('version_labels { key: "canary" value: 2 }')
+        refused = ("PollFilesystemAndReloadConfig failed to ReloadConfig: Request to assign "
+                   "label to version 2 of model m, which is not currently available for "
+                   "inference")
+        wait_until(lambda: refused in caplog.messages, timeout=5, message="a refused poll")
+        wait_until(lambda: sim.core.version_labels("m") == {"canary": 2}, timeout=10,
+                   message="a later poll to apply the label")
+        assert sim.core.get_servable("m", label="canary").version == 2
 
 
 def test_cli_failed_initial_load_exits_255(tmp_path):

@@ -93,6 +93,14 @@ def _bad_filter():
     return request
 
 
+def _too_many_dimensions():
+    request = predict_request()
+    tensor = request.inputs["x"]
+    del tensor.tensor_shape.dim[:]
+    tensor.tensor_shape.dim.extend([protos.tensor_shape_pb2.TensorShapeProto.Dim(size=1)] * 65)
+    return request
+
+
 def _duplicate_filter():
     request = predict_request()
     request.output_filter.extend(["y", "y"])
@@ -114,12 +122,16 @@ def _duplicate_filter():
     (_extra_input, grpc.StatusCode.INVALID_ARGUMENT,
      "input size does not match signature: 2!=1 len({x,z}) != len({x}). Sent extra: {z}. "
      "Missing but required: {}."),
+    # TensorFlow's saved_model::GetInputValues (cc/saved_model/util.cc) lists the keys the
+    # request has ({q}), not the signature's.
     (_wrong_alias, grpc.StatusCode.INVALID_ARGUMENT,
      "Signature input alias: x(feed name: x:0) not found in request and no default value "
-     "provided. Inputs expected to be in the request {x}, or default input alias set: "),
+     "provided. Inputs expected to be in the request {q}, or default input alias set: "),
     (_bad_filter, grpc.StatusCode.INVALID_ARGUMENT,
      "output tensor alias not found in signature: nope Outputs expected to be in the set {y}."),
     (_duplicate_filter, grpc.StatusCode.INVALID_ARGUMENT, "duplicate output tensor alias: y"),
+    # More dimensions than numpy holds: refused as a tensor that cannot be decoded, not a crash.
+    (_too_many_dimensions, grpc.StatusCode.INVALID_ARGUMENT, "tensor parsing error: x"),
 ])
 def test_predict_error_codes_and_messages(prediction, make_request, code, message):
     error = rpc_error(prediction.Predict, make_request())
@@ -165,6 +177,48 @@ def test_classify_unknown_signature_is_invalid_argument(prediction):
                                                "No signature was found with the name: nope")
 
 
+REGRESS_X_TO_Y_DEBUG_STRING = """inputs {
+  key: "inputs"
+  value {
+    name: "tf_example:0"
+    dtype: DT_STRING
+    tensor_shape {
+      unknown_rank: true
+    }
+  }
+}
+outputs {
+  key: "outputs"
+  value {
+    name: "y:0"
+    dtype: DT_FLOAT
+    tensor_shape {
+      dim {
+        size: -1
+      }
+      dim {
+        size: 1
+      }
+    }
+  }
+}
+method_name: "tensorflow/serving/regress"
+"""
+
+
+def test_classify_on_a_regress_signature_names_the_outputs_it_needs(prediction):
+    # classifier.cc, PreProcessClassification: the text quotes the output aliases and ends
+    # with the signature's DebugString().
+    request = protos.classification_pb2.ClassificationRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.signature_name = "regress_x_to_y"
+    error = rpc_error(prediction.Classify, _examples_input(request, [1.0]))
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        'Expected classification signature outputs to contain at least one of "classes" or '
+        '"scores". Signature was: ' + REGRESS_X_TO_Y_DEBUG_STRING)
+
+
 def test_metadata_packs_a_signature_def_map(prediction):
     request = protos.get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = "half_plus_two"
@@ -180,13 +234,17 @@ def test_metadata_packs_a_signature_def_map(prediction):
     assert signature_map.signature_def["classify_x_to_y"].inputs["inputs"].tensor_shape.unknown_rank
 
 
-@pytest.mark.parametrize("fields, message", [
-    ([], "GetModelMetadataRequest must specify at least one metadata_field"),
-    (["other"], "Metadata field other is not supported"),
+# get_model_metadata_impl.cc, ValidateGetModelMetadataRequest runs before the model lookup, so
+# a bad field is INVALID_ARGUMENT even for an unknown model, and whatever the field order.
+@pytest.mark.parametrize("model, fields, message", [
+    ("half_plus_two", [], "GetModelMetadataRequest must specify at least one metadata_field"),
+    ("half_plus_two", ["other"], "Metadata field other is not supported"),
+    ("nope", ["other"], "Metadata field other is not supported"),
+    ("nope", ["signature_def", "other"], "Metadata field other is not supported"),
 ])
-def test_metadata_field_errors(prediction, fields, message):
+def test_metadata_field_errors(prediction, model, fields, message):
     request = protos.get_model_metadata_pb2.GetModelMetadataRequest()
-    request.model_spec.name = "half_plus_two"
+    request.model_spec.name = model
     request.metadata_field.extend(fields)
     error = rpc_error(prediction.GetModelMetadata, request)
     assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)

@@ -197,6 +197,29 @@ def test_reload_moves_labels_only_to_available_versions(tmp_path, make_core):
     assert core.version_labels("m") == {"stable": 1, "canary": 2}  # the old config stays
 
 
+def test_allowed_labels_on_unavailable_versions_may_stay_but_not_move(tmp_path, make_core):
+    # server_core.cc, UpdateModelVersionLabelMap: with the flag, only moving an existing label
+    # to another version needs that version available.
+    base = str(tmp_path / "m")
+    demo_models.write_half_plus_two(base, 1)
+    core = make_core([ModelConfig("m", base, VersionPolicy.all())],
+                     allow_version_labels_for_unavailable_models=True)
+    core.wait_for_initial_models(timeout=10)
+
+    def labelled(labels):
+        return [ModelConfig("m", base, VersionPolicy.all(), labels)]
+
+    core.reload_config(labelled({"stable": 1, "canary": 7}))  # a new label: anywhere
+    core.reload_config(labelled({"stable": 1, "canary": 7}))  # kept where it is: fine again
+    assert core.version_labels("m") == {"stable": 1, "canary": 7}
+    err = raises(core.reload_config, labelled({"stable": 1, "canary": 8}))
+    assert (err.code, err.message) == (
+        "FAILED_PRECONDITION", "Request to assign label to version 8 of model m, which is not "
+        "currently available for inference")
+    core.reload_config(labelled({"stable": 1, "canary": 1}))  # moved to an available version
+    assert core.version_labels("m") == {"stable": 1, "canary": 1}
+
+
 def test_reload_config_adds_and_removes_models(tmp_path, make_core):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     demo_models.write_half_plus_two(a, 1)
@@ -234,7 +257,13 @@ def test_missing_base_path_stops_discovery_for_every_model(tmp_path, make_core, 
     core = make_core([ModelConfig("good", good), ModelConfig("missing", missing)])
     wait_until(lambda: core.polls_attempted() >= 3, timeout=5)
     assert raises(core.model_status, "good").message == "Could not find any versions of model good"
-    assert (f"Could not find base path {missing} for servable missing" in caplog.text)
+    # file_system_storage_path_source.cc: FileExists' status inside PollFileSystemForServable's
+    # error, logged by the polling thread on every poll (the server waits on those polls).
+    message = ("FileSystemStoragePathSource encountered a filesystem access error: Could not "
+               f"find base path {missing} for servable missing with error NOT_FOUND: {missing} "
+               "not found")
+    logged = [r for r in caplog.records if r.getMessage() == message]
+    assert len(logged) >= 3 and {r.levelno for r in logged} == {logging.ERROR}
     err = raises(core.wait_for_initial_models, timeout=0.2)
     assert err.code == "DEADLINE_EXCEEDED"
     demo_models.write_half_plus_two(missing, 1)
@@ -247,10 +276,10 @@ def test_base_path_without_version_directories_waits_and_says_why(tmp_path, make
     base.mkdir()
     caplog.set_level(logging.WARNING)
     core = make_core([ModelConfig("empty", str(base))])
-    wait_until(lambda: "No versions of servable empty found under base path" in caplog.text,
-               timeout=5)
-    assert ("Did you forget to name your leaf directory as a number (eg. '/1/')?"
-            in caplog.text)
+    message = (f"No versions of servable empty found under base path {base}. Did you forget to "
+               "name your leaf directory as a number (eg. '/1/')?")
+    # A warning on every poll, as PollFileSystemForServable logs it.
+    wait_until(lambda: sum(r.getMessage() == message for r in caplog.records) >= 2, timeout=5)
     demo_models.write_half_plus_two(str(base), 5)
     core.wait_for_initial_models(timeout=10)
 
@@ -291,6 +320,10 @@ def test_parse_model_config_text():
         ("half_plus_two", "/models/half_plus_two", VersionPolicy.specific([1, 2]), {"stable": 1}),
         ("other", "/models/other", VersionPolicy.latest(1), {}),
     ]
+    # server_core.cc, ReloadConfig: a file that sets no config is "no action" (None), unlike
+    # an empty list, which unloads every model.
+    assert parse_model_config_text("# nothing\n") is None
+    assert parse_model_config_text("model_config_list {}") == []
 
 
 @pytest.mark.parametrize("text, message", [

@@ -7,6 +7,7 @@ import http.client
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
@@ -92,6 +93,35 @@ def test_error_catalogue(simulator, method, path, body, status, message):
     got_status, _, headers, payload = raw_request(simulator.rest_port, method, path, body)
     assert (got_status, payload) == (status, error_json(message))
     assert headers["Content-Type"] == "application/json"
+
+
+def test_id_like_integer_inputs_are_served_like_tf_serving(simulator):
+    # json_tensor_test.cc FloatTensorWithPrecisionLoss: a float input given as an integer no
+    # float holds exactly is rounded, not refused (a golden set of ID-like inputs works).
+    status, _, _, payload = raw_request(simulator.rest_port, "POST", HP2 + ":predict",
+                                        b'{"instances": [1435774380, 1e39]}')
+    expected = np.float32(0.5) * np.float32([1435774380, np.inf]) + np.float32(2)
+    assert status == 200
+    assert json.loads(payload) == {"predictions": [float(expected[0]), float("inf")]}
+
+
+def test_bodies_parse_as_tf_serving_reads_them_since_2_18(simulator):
+    # ParseJson's kParseStopWhenDoneFlag: what follows the document is never read; and its
+    # iterative parsing takes any depth (json_tensor_test.cc DeeplyNestedWellFormed).
+    for body in (b'{"instances": [2.0]}  trailing bytes {',
+                 b'{"instances": [2.0], "n": ' + b"[" * 100000 + b"]" * 100000 + b"}"):
+        status, _, _, payload = raw_request(simulator.rest_port, "POST", HP2 + ":predict", body)
+        assert (status, payload) == (200, b'{\n    "predictions": [3.0\n    ]\n}')
+
+
+def test_classify_on_a_regress_signature_is_refused_with_classifier_cc_text(simulator):
+    status, _, _, payload = raw_request(
+        simulator.rest_port, "POST", HP2 + ":classify",
+        b'{"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}]}')
+    assert status == 400
+    assert json.loads(payload)["error"].startswith(
+        'Expected classification signature outputs to contain at least one of "classes" or '
+        '"scores". Signature was: inputs {\n')
 
 
 def test_version_too_large_for_int64_has_an_empty_body(simulator):
