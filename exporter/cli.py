@@ -192,9 +192,10 @@ def _add_record_parser(actions) -> None:
                         help="Relative tolerance written for every output.")
     record.add_argument("--calibrate", type=_calibration_runs, metavar="N",
                         help="Send the requests N more times at --batch-size and N times at "
-                             "batch size 1 to the same version, and write each floating-point "
-                             "output's atol from the largest difference seen, at least --atol "
-                             "(the measured noise goes in provenance).")
+                             "batch size 1 (unless that sends the same requests, or a scalar "
+                             "output needs them in one) to the same version, and write each "
+                             "floating-point output's atol from the largest difference seen, "
+                             "at least --atol (the measured noise goes in provenance).")
     record.add_argument("--top1", action="append", default=[], metavar="OUTPUT",
                         help="Class-score output whose top-1 agreement is required "
                              "(repeatable).")

@@ -659,14 +659,19 @@ def _read_yaml(path: str, report: _Report, reject_empty: bool) -> tuple[object, 
 
 
 def _key_lines(node: yaml.Node | None, section: str) -> dict[str, int]:
-    """Dotted key path -> line (1-based) of that key, for the mappings of a composed document."""
+    """Dotted key path -> line (1-based) of that key, for the mappings of a composed document.
+
+    Only the schema's sections are entered: aliases share nodes, so a walk of everything
+    would follow a chain of aliases exponentially, or an alias of its own ancestor forever.
+    The schema is three levels deep, and so is this walk."""
     lines: dict[str, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode):
                 key_path = f"{section}.{key_node.value}" if section else str(key_node.value)
                 lines.setdefault(key_path, key_node.start_mark.line + 1)
-                lines.update(_key_lines(value_node, key_path))
+                if key_path in _CHILDREN:
+                    lines.update(_key_lines(value_node, key_path))
     return lines
 
 

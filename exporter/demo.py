@@ -58,9 +58,12 @@ def run_demo(listen_address: str, log_level: str = "info") -> int:
                                             files.monitoring_config_file,
                                             stdout=subprocess.DEVNULL)
         try:
-            simulator_process.wait_until_serving(simulator, rest_port, files.model_names,
-                                                 timeout=60)
+            if not simulator_process.wait_until_serving(simulator, rest_port, files.model_names,
+                                                        timeout=60, stop=stop):
+                return 0  # stopped while starting
         except RuntimeError as err:
+            if stop.is_set():  # Ctrl-C reached the simulator too, and it stopped first
+                return 0
             print(f"tfserving-exporter demo: the TF Serving simulator did not start: {err}",
                   file=sys.stderr)
             return 1

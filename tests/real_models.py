@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -207,15 +208,20 @@ class ImageClassifierBuild:
     def __init__(self, version_dir, *, seed: int, epochs: int = 8) -> None:
         require_tensorflow()
         self.version_dir = str(version_dir)
+        # TensorFlow writes plenty to stderr; a file, not a pipe nobody reads until wait(),
+        # so the build never stalls on a full pipe.
+        self._log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-c", _CLASSIFIER_SCRIPT, self.version_dir, str(seed), str(epochs)],
-            cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, text=True)
+            cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=self._log,
+            stdin=subprocess.DEVNULL)
 
     def wait(self, timeout: float = BUILD_TIMEOUT_SECONDS) -> str:
-        _, stderr = self.process.communicate(timeout=timeout)
+        self.process.wait(timeout=timeout)
+        self._log.seek(0)
+        stderr = self._log.read().decode("utf-8", "replace")
         assert self.process.returncode == 0, \
-            f"building {self.version_dir} failed:\n{(stderr or '')[-4000:]}"
+            f"building {self.version_dir} failed:\n{stderr[-4000:]}"
         return self.version_dir
 
     def stop(self) -> None:
@@ -223,7 +229,7 @@ class ImageClassifierBuild:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        self.process.stderr.close()
+        self._log.close()
 
 
 @pytest.fixture(scope="session")

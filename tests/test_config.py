@@ -152,6 +152,24 @@ def test_problems_follow_the_file_then_the_flags_then_the_rules(tmp_path):
     ]
 
 
+@pytest.mark.timeout(10)  # the walk that followed every alias took 97 s and 5.6 GB here
+def test_aliases_cannot_make_loading_explode_or_loop(tmp_path):
+    # A chain of aliases doubling at each step (723 bytes, 10^8 paths if every alias were
+    # followed) and an alias of its own ancestor: both are unknown keys, found at once.
+    chain = ["a0: &a0 {k: 1}"] + [
+        f"a{i}: &a{i} {{" + ", ".join(f"k{j}: *a{i - 1}" for j in range(10)) + "}"
+        for i in range(1, 8)] + ["x: *a7"]
+    exploding = tmp_path / "exploding.yaml"
+    exploding.write_text("\n".join(chain) + "\n")
+    problems = problems_of(str(exploding))
+    assert problems[0].startswith(f"{exploding}: a0: unknown key") and len(problems) == 9
+    looping = tmp_path / "looping.yaml"
+    looping.write_text("tfserving: &x\n  loop: *x\n")
+    assert problems_of(str(looping)) == [
+        f"{looping}: tfserving.loop: unknown key (valid keys: grpc_address, rest_address, "
+        "metrics_path, model_config_file, timeout, timeout_offset, grpc_tls)"]
+
+
 def test_missing_config_file_is_reported(in_testdata):
     assert problems_of("nope.yaml") == ["nope.yaml: cannot read config file: No such file or directory"]
 

@@ -114,7 +114,7 @@ def test_record_names_the_missing_directory_instead_of_a_temporary_file(simulato
                      f"--tfserving.grpc-address=127.0.0.1:{simulator.grpc_port}")
     assert result.returncode == 1
     assert result.stderr.strip() == (f"tfserving-exporter golden record: {output}: cannot "
-                                     f"write: directory {tmp_path / 'nope'} does not exist")
+                                     f"write: {tmp_path / 'nope'} does not exist")
     assert not (tmp_path / "nope").exists()
 
 

@@ -132,7 +132,7 @@ def test_smoke_suite_passes_with_the_venv_python(slim, tmp_path):
     # A copy of the tests without the source tree beside it, so `exporter` is the installed
     # package, not the checkout. The tests' TF Serving stand-in comes along as test code: the
     # venv has none, as the image has none.
-    for tree in ("tests", "tfserving_simulator"):
+    for tree in ("tests", "tfserving_simulator", "benchmarks"):  # the tests' own helpers
         shutil.copytree(REPO / tree, tmp_path / "run" / tree,
                         ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "tools"))

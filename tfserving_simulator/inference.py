@@ -9,6 +9,7 @@ by a deadline (REST ``--rest_api_timeout_in_ms``, gRPC the client's deadline).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, TypeVar
 
 from google.protobuf import text_format
@@ -108,6 +109,18 @@ def regression_signature(signatures: dict[str, SignatureDef], name: str) -> Sign
     return signature
 
 
+# The deadline of the inference running on this thread, for work that can be told about it:
+# a real graph's Session::Run gets it as RunOptions.timeout_in_ms (as TF Serving passes its
+# own), so a run the caller gave up on also stops instead of going on in the background.
+_deadline = threading.local()
+
+
+def remaining_seconds() -> float | None:
+    """Seconds left for the inference on this thread; None when it has no deadline."""
+    at = getattr(_deadline, "at", None)
+    return None if at is None else at - time.monotonic()
+
+
 def run_with_deadline(work: Callable[[], T], timeout_seconds: float | None) -> T:
     """Run ``work`` but give up with DEADLINE_EXCEEDED after ``timeout_seconds``.
 
@@ -121,8 +134,10 @@ def run_with_deadline(work: Callable[[], T], timeout_seconds: float | None) -> T
         raise ServingError("DEADLINE_EXCEEDED", SESSION_TIMEOUT_MESSAGE)
     outcome: dict[str, object] = {}
     finished = threading.Event()
+    deadline = time.monotonic() + timeout_seconds
 
     def target() -> None:
+        _deadline.at = deadline
         try:
             outcome["value"] = work()
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread

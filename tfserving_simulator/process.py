@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import Iterable
@@ -26,12 +27,15 @@ def start(grpc_port: int, rest_port: int, model_config_file: str,
 
 
 def wait_until_serving(process: subprocess.Popen, rest_port: int, models: Iterable[str],
-                       timeout: float) -> None:
+                       timeout: float, stop: threading.Event | None = None) -> bool:
     """Until every model has an AVAILABLE version (TF Serving opens its ports only after the
-    first load); RuntimeError when the simulator exits first or the time runs out."""
+    first load): True; False as soon as ``stop`` is set (Ctrl-C during the start).
+    RuntimeError when the simulator exits first or the time runs out."""
     deadline = time.monotonic() + timeout
     pending = list(models)
     while pending:
+        if stop is not None and stop.is_set():
+            return False
         if process.poll() is not None:
             raise RuntimeError(f"the simulator exited with status {process.returncode}")
         if time.monotonic() > deadline:
@@ -47,6 +51,7 @@ def wait_until_serving(process: subprocess.Popen, rest_port: int, models: Iterab
         except (OSError, ValueError, KeyError):
             pass  # not listening yet, or still loading
         time.sleep(0.1)  # a bounded pause between polls, under the deadline above
+    return True
 
 
 def stop(process: subprocess.Popen | None, timeout: float = 15) -> None:

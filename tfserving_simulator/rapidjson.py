@@ -290,7 +290,9 @@ class _Parser:
             self.digits()
             is_double = True
         text = self.data[start:self.pos].decode("ascii")
-        if not is_double:
+        # More digits than any int64/uint64 holds: straight to the double path, which also
+        # spares int() Python's limit on long digit strings (a ValueError past 4,300 digits).
+        if not is_double and len(text.lstrip("-")) <= 20:
             value = int(text)
             if (value >= 0 and value <= _UINT64_MAX) or (value < 0 and -value <= _INT64_MIN_MAGNITUDE):
                 return value

@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+from tfserving_simulator import inference
 from tfserving_simulator.errors import TF_CODES, ServingError
 from tfserving_simulator.models import ModelProgram, SignatureDef
 from tfserving_simulator.saved_model import (
@@ -182,17 +183,34 @@ class SessionProgram(ModelProgram):
                          for name, value in feeds.items()}
             fetch_list = [self._tensor(name)._as_tf_output() for name in fetches]
             target_list = [graph.get_operation_by_name(name)._c_op for name in targets]
-        except (KeyError, ValueError):
-            # A name the graph does not have (or an op given where a tensor is due): let the
-            # C++ session say so, in its words, by building the same feeds and fetches.
+        except (KeyError, ValueError) as err:
+            # A name the graph does not have: let the C++ session say so, in its words, by
+            # building the same feeds and fetches. Should it accept them after all, the
+            # callable is dropped at once (its handle is released with it).
             options = protos.load_module("tensorflow.core.protobuf.config_pb2").CallableOptions(
                 feed=list(feeds), fetch=list(fetches), target=list(targets))
             self._session._make_callable_from_options(options)
-            raise
-        return self._c_api.TF_SessionRun_wrapper(self._session._session, None, feed_dict,
-                                                 fetch_list, target_list, None)
+            raise ServingError("INVALID_ARGUMENT", str(err)) from None
+        options = self._run_options()
+        try:
+            return self._c_api.TF_SessionRun_wrapper(self._session._session, options, feed_dict,
+                                                     fetch_list, target_list, None)
+        finally:
+            if options is not None:
+                self._c_api.TF_DeleteBuffer(options)
+
+    def _run_options(self):
+        """RunOptions with the request's deadline, or None without one."""
+        remaining = inference.remaining_seconds()
+        if remaining is None:
+            return None
+        options = protos.load_module("tensorflow.core.protobuf.config_pb2").RunOptions(
+            timeout_in_ms=max(1, int(remaining * 1000)))
+        return self._c_api.TF_NewBufferFromString(options.SerializeToString())
 
     def _tensor(self, name: str):
+        # A TensorInfo name without an output index means output 0, as Session::Run reads it.
+        name = name if ":" in name else f"{name}:0"
         tensor = self._tensors.get(name)
         if tensor is None:
             tensor = self._graph.get_tensor_by_name(name)

@@ -144,6 +144,8 @@ def _rounded_up(value: float) -> float:
     3.5355339059327378e-06, and the tolerance is never below what was asked."""
     if value <= 0:
         return 0.0
+    if value < 1e-300:  # 10 ** exponent would underflow; no tolerance is that small anyway
+        return 1e-300
     exponent = math.floor(math.log10(value)) - (_DIGITS - 1)
     digits = math.ceil(value / 10.0 ** exponent)
     rounded = float(f"{digits}e{exponent}")

@@ -71,6 +71,8 @@ def write_golden(path: str, document: dict, *, force: bool = False, npz: bool = 
     JSON (``data``). An existing file is only replaced with ``force``. The written file loads
     back with ``load_golden`` to the same examples and expectations (an npz request is
     columnar, whatever format it was recorded in)."""
+    if os.path.isdir(path):
+        raise GoldenError([f"{path}: is a directory; give the golden file's name"])
     npz_path = os.path.splitext(path)[0] + ".npz" if npz else None
     for target in (path, npz_path):
         if target and os.path.exists(target) and not force:
@@ -78,7 +80,6 @@ def write_golden(path: str, document: dict, *, force: bool = False, npz: bool = 
                                   "without force (--force)")
     base_dir = os.path.dirname(path)
     parsed = json_round_trip(document, path)
-    _make_directory_for(path)
     valid = _validated(parsed, path, lambda name: read_npz(os.path.join(base_dir, name)))
     written = []
     if npz_path:
@@ -91,9 +92,11 @@ def write_golden(path: str, document: dict, *, force: bool = False, npz: bool = 
         # Check the final pair before touching the disk: what loads is what was validated.
         _validated(parsed, path, lambda name: (
             {key: from_stored(array) for key, array in stored.items()}, []))
+        _make_directory_for(path)
         _atomic_write(npz_path, lambda target: save_npz(target, stored))
         written.append(npz_path)
     text = pretty_json(parsed) + "\n"
+    _make_directory_for(path)  # only once all is validated: a refusal leaves nothing behind
     _atomic_write(path, lambda target: _write_text(target, text))
     return [path] + written
 
@@ -138,12 +141,15 @@ def _make_directory_for(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(directory):
         return
+    if os.path.exists(directory):
+        raise GoldenError([f"{path}: cannot write: {directory} is not a directory"])
     parent = os.path.dirname(directory)
     if not os.path.isdir(parent):
         missing = parent
         while not os.path.isdir(os.path.dirname(missing)):
             missing = os.path.dirname(missing)
-        raise GoldenError([f"{path}: cannot write: directory {missing} does not exist"])
+        problem = "is not a directory" if os.path.exists(missing) else "does not exist"
+        raise GoldenError([f"{path}: cannot write: {missing} {problem}"])
     try:
         os.mkdir(directory)
     except FileExistsError:

@@ -108,6 +108,18 @@ def test_float_features_are_cast_unchecked_like_tensors():
     assert request.examples == [{"x": ("float", [np.inf, float(np.float32(0.1))])}]
 
 
+def test_integers_too_long_for_any_number_type_are_refused_not_crashed():
+    # rapidjson reads a digit run past uint64 as a double; past the double range it is its
+    # kParseErrorNumberTooBig. Python's int() would refuse 5,000 digits with a ValueError.
+    for sign in (b"", b"-"):
+        error = error_of(lambda sign=sign: rest_codec.parse_body(
+            b'{"instances": [' + sign + b"9" * 5000 + b"]}"))
+        assert error.code == "INVALID_ARGUMENT"
+        assert "Number too big to be stored in double." in error.message
+    assert parse(b'{"instances": [123456789012345678901]}', DOUBLE_ONLY
+                 ).inputs["x"].tolist() == [1.2345678901234568e20]
+
+
 def test_trailing_content_after_the_document_is_ignored():
     # ParseJson uses kParseStopWhenDoneFlag since 2.18: nothing after the root is read.
     assert len(rest_codec.parse_body(b"{} {}")) == 0
