@@ -1,6 +1,7 @@
-"""The benchmark suite: one command, one table.
+"""The benchmark suite: one command, its tables.
 
     python benchmarks/suite.py [--models 1,10,100] [--scrapes 200]
+                               [--standin-models 1,10,100,1000] [--no-extras]
 
 For 1, 10 and 100 models with 3 AVAILABLE versions each (half_plus_two programs, traffic on
 every model so TF Serving's page carries two latency histograms per model), the simulator and
@@ -10,6 +11,13 @@ and to the first full scrape, and the same scrape of the simulator's own page fo
 Then the canary comparison cost and the native page parse cost (the other two benchmark
 scripts), and the cost of importing TF Serving's protos our way versus the normal way, which
 loads TensorFlow (what an exporter importing tensorflow_serving.apis directly pays).
+
+The simulator rows are the end-to-end figure; the simulator itself is slow enough to matter.
+So the exporter is also measured against ``fake_tfserving.py``, a stand-in answering from
+canned bytes, at 1 to 1,000 models: there, each row also carries the serialization floor,
+``prometheus_client.generate_latest`` of the very families the exporter served (parsed from
+its page once, timed in this process), and the ratio of the exporter's CPU per scrape to it.
+The scrape count of a stand-in row adapts to the scrape time (``--row-seconds``).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import select
 import statistics
 import subprocess
 import sys
@@ -24,6 +33,8 @@ import tempfile
 import time
 
 import requests
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -103,6 +114,123 @@ def measure_fleet(count: int, scrapes: int) -> dict:
             "page": quantiles(page_times)}
 
 
+# What the exporter needs to export every model of the stand-in: models beyond limits.max_models
+# are dropped (default 100), and the bridged native lines grow ~320 a model (default 50,000).
+STANDIN_BASE_DIR = "/models"
+
+
+def standin_config(count: int) -> str:
+    return (f"limits:\n  max_models: {max(100, count)}\n"
+            f"collectors:\n  native:\n    max_series: {max(50000, 400 * count)}\n")
+
+
+def start_standin(count: int, grpc_port: int, rest_port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "fake_tfserving.py"), f"--models={count}",
+         f"--grpc-port={grpc_port}", f"--rest-port={rest_port}",
+         f"--base-dir={STANDIN_BASE_DIR}"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], deadline - time.monotonic())
+        line = process.stdout.readline() if ready else ""
+        if line.strip() == "ready":
+            return process
+        if not line and process.poll() is not None:
+            break
+    stop(process)
+    raise SystemExit("the TF Serving stand-in did not become ready")
+
+
+def standin_models_config(root: str, count: int) -> str:
+    path = os.path.join(root, "models.config")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("model_config_list {\n" + "".join(
+            f'  config {{ name: "model_{i:03d}" base_path: "{STANDIN_BASE_DIR}/model_{i:03d}" '
+            'model_platform: "tensorflow" model_version_policy { all {} } }\n'
+            for i in range(count)) + "}\n")
+    return path
+
+
+class _Families:
+    def __init__(self, families: list) -> None:
+        self._families = families
+
+    def collect(self):
+        return self._families
+
+
+def serialization_floor(page: str, min_seconds: float = 1.0) -> float:
+    """CPU seconds of one ``generate_latest`` of the families on ``page`` (in this process)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(text_string_to_metric_families(page))))
+    generate_latest(registry)  # warm
+    runs, started = 0, time.process_time()
+    while runs < 3 or time.process_time() - started < min_seconds:
+        generate_latest(registry)
+        runs += 1
+    return (time.process_time() - started) / runs
+
+
+def measure_standin(count: int, max_scrapes: int, row_seconds: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="tfserving-standin-") as root:
+        model_config = standin_models_config(root, count)
+        config_file = os.path.join(root, "config.yaml")
+        with open(config_file, "w", encoding="utf-8") as handle:
+            handle.write(standin_config(count))
+        grpc_port, rest_port, web_port = free_port(), free_port(), free_port()
+        standin = start_standin(count, grpc_port, rest_port)
+        exporter = None
+        try:
+            tf_page = requests.get(
+                f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics", timeout=30)
+            exporter = start_exporter(web_port, grpc_port, rest_port, model_config,
+                                      f"--config.file={config_file}")
+            url = f"http://127.0.0.1:{web_port}"
+            wait_for(url + "/-/ready", 60, lambda r: r.status_code == 200)
+            last = f'tfserving_model_serving_version{{model="model_{count - 1:03d}"}} 3.0'
+            wait_for(url + "/metrics", 120, lambda r: last in r.text)
+            session = requests.Session()
+            headers = {"X-Prometheus-Scrape-Timeout-Seconds": "30"}
+            warm = timed_gets(session, url + "/metrics", 3, headers)  # signature cache too
+            scrapes = max(5, min(max_scrapes, int(row_seconds / max(min(warm), 1e-4))))
+            cpu_before = cpu_seconds(exporter.pid)
+            exporter_times = timed_gets(session, url + "/metrics", scrapes, headers)
+            cpu = (cpu_seconds(exporter.pid) - cpu_before) / scrapes
+            rss = rss_mib(exporter.pid)
+            page = session.get(url + "/metrics", timeout=30, headers=headers).text
+        finally:
+            stop(exporter, standin)
+    floor = serialization_floor(page)
+    last_model = f'model="model_{count - 1:03d}"'  # the native page bridged, to the last model
+    bridged = any(line.startswith("tfserving_requests_total") and last_model in line
+                  for line in page.splitlines())
+    return {"models": count, "scrapes": scrapes, "exporter": quantiles(exporter_times),
+            "cpu_ms": cpu * 1000, "rss": rss, "lines": page.count("\n"),
+            "bytes": len(page.encode()), "floor_ms": floor * 1000,
+            "tf_page_bytes": len(tf_page.content), "native": bridged}
+
+
+def print_standin_table(rows: list[dict]) -> None:
+    print()
+    print("Against the fast stand-in (benchmarks/fake_tfserving.py: canned gRPC status and "
+          "metadata, pre-rendered TF Serving page). Exporter settings, in --config.file: "
+          "limits.max_models = max(100, N), collectors.native.max_series = max(50000, 400 N); "
+          "the N models in --tfserving.model-config-file. Floor: generate_latest of the "
+          "exporter's own /metrics families, CPU in the suite process.")
+    print("| models x 3 versions | scrapes | /metrics p50 / p99 | CPU per scrape | "
+          "exporter RSS | /metrics lines / bytes | TF page bytes (bridged?) | "
+          "generate_latest floor | CPU / floor |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['models']} | {row['scrapes']} | "
+              f"{row['exporter'][0]:.1f} / {row['exporter'][1]:.1f} ms | "
+              f"{row['cpu_ms']:.1f} ms | {row['rss']:.1f} MiB | "
+              f"{row['lines']:,} / {row['bytes']:,} | "
+              f"{row['tf_page_bytes']:,} ({'yes' if row['native'] else 'NO'}) | "
+              f"{row['floor_ms']:.2f} ms | {row['cpu_ms'] / row['floor_ms']:.1f}x |")
+
+
 def run_script(name: str, *args: str) -> str:
     result = subprocess.run([sys.executable, os.path.join(HERE, name), *args],
                             capture_output=True, text=True, timeout=600, check=True)
@@ -122,7 +250,13 @@ def import_cost(code: str) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="1,10,100")
-    parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument("--scrapes", type=int, default=200,
+                        help="scrapes per simulator row; at most this many per stand-in row")
+    parser.add_argument("--standin-models", default="1,10,100,1000")
+    parser.add_argument("--row-seconds", type=float, default=15.0,
+                        help="about this long of scraping per stand-in row")
+    parser.add_argument("--no-extras", action="store_true",
+                        help="skip the canary, native-parse and proto-import measures")
     args = parser.parse_args()
 
     rows = [measure_fleet(int(n), args.scrapes) for n in args.models.split(",")]
@@ -136,6 +270,11 @@ def main() -> int:
               f"{row['page'][0]:.1f} / {row['page'][1]:.1f} ms | "
               f"{row['exporter'][0] / row['page'][0]:.1f}x |")
 
+    if args.standin_models:
+        print_standin_table([measure_standin(int(n), args.scrapes, args.row_seconds)
+                             for n in args.standin_models.split(",")])
+    if args.no_extras:
+        return 0
     compare = run_script("compare_benchmark.py", "--runs", "100")
     native = run_script("native_benchmark.py", "--runs", "30")
     ours = import_cost("from tfserving_wire import protos; protos.load_all()")

@@ -14,3 +14,57 @@ def test_scrape_benchmark_runs_and_reports_latency_and_rss():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "/metrics latency p50:" in result.stdout
     assert "exporter RSS:" in result.stdout
+
+
+def test_fake_tfserving_answers_as_tf_serving_does():
+    import pytest
+    import requests
+
+    from exporter.tfserving.deadline import Deadline
+    from exporter.tfserving.grpc_client import GrpcClient
+    from exporter.tfserving.types import TFServingError
+    from tests.helpers import free_port, wait_until
+
+    grpc_port, rest_port = free_port(), free_port()
+    rest = f"http://127.0.0.1:{rest_port}"
+    standin = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "fake_tfserving.py"), "--models", "2",
+         "--grpc-port", str(grpc_port), "--rest-port", str(rest_port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    client = GrpcClient(f"127.0.0.1:{grpc_port}")
+    try:
+        page = wait_until(lambda: requests.get(rest + "/monitoring/prometheus/metrics",
+                                               timeout=5), timeout=30, message="stand-in")
+        assert page.status_code == 200
+        assert ':tensorflow:serving:request_count{model_name="model_001",status="OK"} 1' in page.text
+        assert ':tensorflow:cc:saved_model:load_attempt_count{model_path="/models/model_000/3",' \
+               'status="success"} 1' in page.text
+        statuses = client.model_status("model_001", Deadline.after(5))
+        assert [(s.version, s.state, s.error_code) for s in statuses] == [
+            (1, "AVAILABLE", "OK"), (2, "AVAILABLE", "OK"), (3, "AVAILABLE", "OK")]
+        for version in (None, 2):
+            signatures = client.model_metadata("model_000", version, Deadline.after(5))
+            assert {"serving_default", "classify_x_to_y", "regress_x_to_y"} <= set(signatures)
+            assert [t.alias for t in signatures["serving_default"].inputs] == ["x"]
+        with pytest.raises(TFServingError) as err:
+            client.model_status("model_002", Deadline.after(5))
+        assert err.value.code == "NOT_FOUND"
+        reply = requests.get(rest + "/v1/models/model_001", timeout=5)
+        assert [v["state"] for v in reply.json()["model_version_status"]] == ["AVAILABLE"] * 3
+        assert requests.head(rest + "/monitoring/prometheus/metrics", timeout=5).status_code == 200
+    finally:
+        client.close()
+        standin.terminate()
+        standin.wait(10)
+
+
+def test_suite_prints_the_simulator_and_stand_in_tables():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "suite.py"), "--models", "1",
+         "--standin-models", "2", "--scrapes", "5", "--row-seconds", "0", "--no-extras"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "simulator's own page p50 / p99" in result.stdout
+    assert "generate_latest floor" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 2 | 5 |")]
+    assert len(rows) == 1 and "(yes)" in rows[0], result.stdout
