@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import uuid
+from typing import Callable
 
 from tfserving_simulator.models import SAVED_MODEL_FILE, SPEC_FILE, SPEC_FORMAT
 from tfserving_simulator.server_config import ModelConfig
@@ -14,24 +15,32 @@ from tfserving_simulator.server_config import ModelConfig
 _SAVED_MODEL_PLACEHOLDER = b"simulated SavedModel: see simulator_model.json\n"
 
 
-def _write_version(base_path: str, dir_name: str, files: dict[str, bytes]) -> str:
-    """Build the directory beside its final place, then rename it in: the poller never sees a
-    half-written version (hidden, non-numeric temp names are ignored by discovery)."""
-    os.makedirs(base_path, exist_ok=True)
-    final = os.path.join(base_path, dir_name)
-    if os.path.exists(final):
-        raise FileExistsError(f"version directory {final} already exists")
-    temp = os.path.join(base_path, f".tmp-{dir_name}-{uuid.uuid4().hex[:8]}")
-    os.makedirs(temp)
+def write_version_dir(version_dir: str, write: Callable[[str], None]) -> str:
+    """``write(path)`` creates the version directory at a hidden name beside its final place,
+    which is then renamed in: the poller never sees a half-written version (hidden,
+    non-numeric names are ignored by discovery). Stand-ins and real SavedModels alike."""
+    version_dir = os.path.abspath(version_dir)
+    parent, name = os.path.split(version_dir)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.exists(version_dir):
+        raise FileExistsError(f"version directory {version_dir} already exists")
+    staging = os.path.join(parent, f".tmp-{name}-{uuid.uuid4().hex[:8]}")
     try:
-        for name, content in files.items():
-            with open(os.path.join(temp, name), "wb") as file:
+        write(staging)
+        os.rename(staging, version_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return version_dir
+
+
+def _write_version(base_path: str, dir_name: str, files: dict[str, bytes]) -> str:
+    def write(staging: str) -> None:
+        os.makedirs(staging)
+        for file_name, content in files.items():
+            with open(os.path.join(staging, file_name), "wb") as file:
                 file.write(content)
-        os.rename(temp, final)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return final
+
+    return write_version_dir(os.path.join(base_path, dir_name), write)
 
 
 def _spec_bytes(kind: str, params: dict, load_seconds: float, fail_load: dict | None) -> bytes:

@@ -19,6 +19,7 @@ from tfserving_simulator.errors import ServingError
 from tfserving_simulator.models import Feature, TensorInfo
 from tfserving_simulator.rapidjson import JsonObject, debug_string
 from tfserving_wire.json_values import decode_b64, dense_shape
+from tfserving_wire.tensor_proto import NUMPY_MAX_DIMS
 
 ROW = "row"
 COLUMNAR = "columnar"
@@ -158,15 +159,14 @@ def _to_tensor(value, dtype: str) -> _Tensor:
 # TensorShape::MaxDimensions (TensorFlow's tensor_shape.h): a deeper tensor fails
 # Tensor::FromProto, which GetInputValues reports after the whole body was read.
 _TF_MAX_DIMENSIONS = 254
-_NUMPY_MAX_DIMENSIONS = 64
 
 
 def _to_numpy(tensor: _Tensor, dtype: str, alias: str) -> np.ndarray:
     if len(tensor.shape) > _TF_MAX_DIMENSIONS:
         raise _invalid("tensor parsing error: ", alias)
-    if len(tensor.shape) > _NUMPY_MAX_DIMENSIONS:
+    if len(tensor.shape) > NUMPY_MAX_DIMS:
         raise ServingError("UNIMPLEMENTED", f"the simulator holds tensors of at most "
-                                            f"{_NUMPY_MAX_DIMENSIONS} dimensions (numpy's "
+                                            f"{NUMPY_MAX_DIMS} dimensions (numpy's "
                                             f"limit); {alias} has {len(tensor.shape)}")
     numpy_type = _NUMPY[dtype]
     if numpy_type is object:

@@ -21,27 +21,12 @@ a SavedModel.
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
-from typing import Callable
+
+from tfserving_simulator.demo_models import write_version_dir
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
 TRAINING_IMAGES = 512
-
-
-def _write_version(version_dir: str, save: Callable[[str], None]) -> str:
-    version_dir = os.path.abspath(version_dir)
-    parent, name = os.path.split(version_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:8]}")
-    try:
-        save(staging)
-        os.rename(staging, version_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return version_dir
 
 
 def write_half_plus_two(version_dir: str, *, a: float = 0.5, b: float = 2.0,
@@ -85,7 +70,7 @@ def write_half_plus_two(version_dir: str, *, a: float = 0.5, b: float = 2.0,
                     signature_def_map=signature_map, strip_default_attrs=True)
                 builder.save()
 
-    return _write_version(version_dir, save)
+    return write_version_dir(version_dir, save)
 
 
 def training_data(seed: int):
@@ -136,7 +121,7 @@ def save_image_classifier(model, version_dir: str) -> str:
             tf.TensorSpec([None, *IMAGE_SHAPE], tf.float32, name="image")])
         archive.write_out(path, verbose=False)
 
-    return _write_version(version_dir, save)
+    return write_version_dir(version_dir, save)
 
 
 def save_again(source_dir: str, version_dir: str) -> str:
@@ -146,5 +131,5 @@ def save_again(source_dir: str, version_dir: str) -> str:
 
     loaded = tf.saved_model.load(source_dir)
     signatures = dict(loaded.signatures)
-    return _write_version(version_dir, lambda path: tf.saved_model.save(
+    return write_version_dir(version_dir, lambda path: tf.saved_model.save(
         loaded, path, signatures=signatures))

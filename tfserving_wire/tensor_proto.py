@@ -29,10 +29,9 @@ _FIELDS = {dtype: (numpy_type, field) for field, dtypes in _DTYPES_BY_FIELD.item
 # The numpy type of each TF dtype this project handles.
 NUMPY_TYPES = {dtype: numpy_type for dtype, (numpy_type, _) in _FIELDS.items()}
 _MAX_ELEMENTS = 1 << 31
-# numpy holds at most 64 dimensions (32 before numpy 2). TF allows 254 (TensorShape's
-# kMaxDims) but no real tensor comes near either, so more is refused like any tensor that
-# cannot be decoded.
-_MAX_DIMS = 32
+# The dimensions an array may have wherever this project runs: numpy 1.x holds 32 (numpy 2,
+# 64). TF allows 254 (TensorShape's kMaxDims) but no real tensor comes near either.
+NUMPY_MAX_DIMS = 32
 
 
 class TensorDecodeError(ValueError):
@@ -53,7 +52,7 @@ def to_numpy(proto, alias: str) -> np.ndarray:
     if name not in _FIELDS or proto.tensor_shape.unknown_rank:
         raise error
     shape = [dim.size for dim in proto.tensor_shape.dim]
-    if len(shape) > _MAX_DIMS or any(size < 0 for size in shape):
+    if len(shape) > NUMPY_MAX_DIMS or any(size < 0 for size in shape):
         raise error
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if count > _MAX_ELEMENTS:
