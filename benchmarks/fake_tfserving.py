@@ -13,6 +13,9 @@ Serves on 127.0.0.1, in its own process, so the exporter is measured rather than
   model, as the suite's traffic leaves it).
 
 Models are ``model_000`` ... with base paths ``/models/model_000`` ... (``--base-dir``).
+``--mixed-states`` gives every fifth model (from the second) one version in another state
+(END, LOADING, a failed load) and leaves every fifth unknown to the server, for tests that
+compare pages; without it every model has 3 AVAILABLE versions.
 Prints "ready" once both ports listen. Fixed thread pools bound both servers.
 """
 
@@ -59,6 +62,24 @@ def render_page(models: list[str], base_dir: str) -> bytes:
     return metrics.render().encode()
 
 
+# --mixed-states: model index % 5 -> {version: (state, error code, error message)} that differ
+# from AVAILABLE; 4 means TF Serving does not know the model (NOT_FOUND).
+MIXED_STATES = {
+    1: {1: ("END", "OK", "")},
+    2: {3: ("LOADING", "OK", "")},
+    3: {3: ("END", "NOT_FOUND", "Could not find base path /models/x/3")},
+}
+UNKNOWN_MODEL_SLOT = 4
+
+
+def version_states(index: int, mixed: bool) -> dict[int, tuple[str, str, str]] | None:
+    """Version -> (state, error code, message) of model ``index``; None when it is unknown."""
+    if mixed and index % 5 == UNKNOWN_MODEL_SLOT:
+        return None
+    special = MIXED_STATES.get(index % 5, {}) if mixed else {}
+    return {v: special.get(v, ("AVAILABLE", "OK", "")) for v in VERSIONS}
+
+
 def status_request_key(model: str) -> bytes:
     request = protos.get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = model
@@ -78,7 +99,7 @@ def metadata_request_key(model: str, version: int | None) -> bytes:
 class Replies:
     """Every reply, serialized once."""
 
-    def __init__(self, count: int, base_dir: str) -> None:
+    def __init__(self, count: int, base_dir: str, mixed: bool = False) -> None:
         self.models = model_names(count)
         status_pb2, meta_pb2 = protos.get_model_status_pb2, protos.get_model_metadata_pb2
         signature_map = signature_def_map_proto(HalfPlusTwo().signatures)
@@ -87,17 +108,22 @@ class Replies:
         self.grpc_status: dict[str, bytes] = {}
         self.grpc_metadata: dict[tuple[str, int | None], bytes] = {}
         self.rest: dict[str, bytes] = {}
-        for model in self.models:
+        for index, model in enumerate(self.models):
+            states = version_states(index, mixed)
+            if states is None:
+                continue
             status = status_pb2.GetModelStatusResponse()
-            for version in VERSIONS:
+            for version, (state, code, message) in states.items():
                 item = status.model_version_status.add()
                 item.version = version
-                item.state = status_pb2.ModelVersionStatus.State.Value("AVAILABLE")
+                item.state = status_pb2.ModelVersionStatus.State.Value(state)
+                item.status.error_code = protos.error_codes_pb2.Code.Value(code)
+                item.status.error_message = message
             self.grpc_status[model] = status.SerializeToString()
             self.rest[f"/v1/models/{model}"] = json.dumps({"model_version_status": [
-                {"version": str(version), "state": "AVAILABLE",
-                 "status": {"error_code": "OK", "error_message": ""}}
-                for version in reversed(VERSIONS)]}).encode()
+                {"version": str(version), "state": state,
+                 "status": {"error_code": code, "error_message": message}}
+                for version, (state, code, message) in reversed(states.items())]}).encode()
             for version in (None, *VERSIONS):
                 reply = meta_pb2.GetModelMetadataResponse()
                 reply.model_spec.name = model
@@ -234,11 +260,13 @@ def main() -> int:
     parser.add_argument("--models", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--rest-port", type=int, required=True)
+    parser.add_argument("--mixed-states", action="store_true",
+                        help="some versions not AVAILABLE and some models unknown (for tests)")
     parser.add_argument("--base-dir", default="/models",
                         help="base path prefix of the models on the page's model_path labels")
     args = parser.parse_args()
 
-    replies = Replies(args.models, args.base_dir.rstrip("/"))
+    replies = Replies(args.models, args.base_dir.rstrip("/"), args.mixed_states)
     server = grpc_server(replies, args.grpc_port)
     server.start()
     http_server = PooledHTTPServer(("127.0.0.1", args.rest_port), rest_handler(replies),
