@@ -1,18 +1,27 @@
 """/metrics rendering: prometheus_client's encoders, plus families rendered ahead of time.
 
 prometheus_client renders a sample in a few microseconds, which is fine for the exporter's own
-few hundred series but not for a TF Serving page bridged on every scrape (ten thousand bucket
-lines are common on a busy server). The native collector therefore hands over histograms as
-``TextFamily`` objects whose lines it built itself, with per-series prefixes cached across
-scrapes; this module splices them into the encoder's output.
+few hundred series but not for what TF Serving's state gives at a hundred models and more
+(ten thousand bucket lines are common on a busy server, and every version adds its state and
+signature lines). The TF Serving collectors therefore hand over ``TextFamily`` objects whose
+lines they built themselves and keep across scrapes while what they show is unchanged (the
+native collector's per-series prefixes, ``RenderedText`` for status and signatures); this
+module splices them into the encoder's output. ``sample_line`` writes a sample exactly as
+prometheus_client's encoders do (labels sorted, values by ``floatToGoString``), so a family
+moved to text keeps every byte of its lines.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+import threading
+from typing import Callable, Generic, Hashable, Iterable, TypeVar
 
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
+
+V = TypeVar("V")
 
 OPENMETRICS_EOF = "# EOF\n"
 
@@ -35,13 +44,53 @@ def format_value(value: float) -> str:
     return repr(float(value))
 
 
+def sample_line(name: str, labels: dict[str, str], value: float) -> str:
+    """One sample as prometheus_client's text and OpenMetrics encoders write it (the same in
+    both for gauges): labels sorted by name, the value by ``floatToGoString``."""
+    if not labels:
+        return f"{name} {floatToGoString(value)}"
+    text = ",".join(f'{key}="{escape_label_value(labels[key])}"' for key in sorted(labels))
+    return f"{name}{{{text}}} {floatToGoString(value)}"
+
+
+class RenderedText(Generic[V]):
+    """What was rendered for each key (a model, a version), reused while the content it was
+    rendered from is unchanged: equal, or the same object when ``by_identity`` (for content
+    that is itself a cache entry). Holds the keys of the last ``keep_only`` and those used
+    since, so it is bounded by what one scrape covers."""
+
+    def __init__(self, by_identity: bool = False) -> None:
+        self._entries: dict[Hashable, tuple[object, V]] = {}
+        self._by_identity = by_identity
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, content: object, render: Callable[[], V]) -> V:
+        entry = self._entries.get(key)
+        if entry is not None and (entry[0] is content if self._by_identity
+                                  else entry[0] == content):
+            return entry[1]
+        rendered = render()
+        self._entries[key] = (content, rendered)
+        return rendered
+
+    def keep_only(self, keys: Iterable[Hashable]) -> None:
+        keep = set(keys)
+        with self._lock:
+            for key in [key for key in self._entries if key not in keep]:
+                self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 class TextFamily:
     """A metric family whose sample lines (``name{labels} value``) are already rendered; the
-    same lines are valid in the Prometheus text format and in OpenMetrics."""
+    same lines are valid in the Prometheus text format and in OpenMetrics. An entry of
+    ``lines`` may hold several lines (joined by newlines, none at its end), never none."""
 
     def __init__(self, name: str, kind: str, documentation: str, lines: list[str]) -> None:
         self.name = name
@@ -52,6 +101,12 @@ class TextFamily:
     def render(self) -> str:
         head = f"# HELP {self.name} {_escape_help(self.documentation)}\n# TYPE {self.name} {self.type}\n"
         return head + ("\n".join(self.lines) + "\n" if self.lines else "")
+
+    @property
+    def samples(self) -> list:
+        """The samples, parsed back from the text (for tests and tools, not for /metrics)."""
+        return [sample for family in text_string_to_metric_families(self.render())
+                for sample in family.samples]
 
 
 class _Sources:

@@ -88,14 +88,32 @@ class Scrape:
         the pool's workers."""
         with self._status_lock:
             if self._statuses is None:
-                self._statuses = MappingProxyType(dict(
-                    self.map(self.status_protocol, self._fetch_status, self.models)))
+                self._statuses = MappingProxyType(dict(self._fetch_statuses()))
             return self._statuses
 
+    def _fetch_statuses(self) -> list[tuple[str, list[VersionStatus] | BaseException]]:
+        protocol = self.status_protocol
+        client = self.client(protocol)
+        if not hasattr(client, "model_statuses"):  # one call at a time each (REST)
+            return self.map(protocol, self._fetch_status, self.models)
+        # Concurrent calls without a pool thread each (gRPC futures on the one channel).
+        results = []
+        for model, result in zip(self.models, client.model_statuses(self.models,
+                                                                    self.deadline)):
+            if isinstance(result, TFServingError):
+                self._mark(protocol, result.reached_server)
+            else:
+                self._mark(protocol, True)
+                result = self._unique(result)
+            results.append((model, result))
+        return results
+
     def _fetch_status(self, model: str) -> list[VersionStatus]:
-        statuses, duplicates = unique_versions(
-            self.call(self.status_protocol, self.client(self.status_protocol).model_status,
-                      model))
+        return self._unique(self.call(self.status_protocol,
+                                      self.client(self.status_protocol).model_status, model))
+
+    def _unique(self, statuses: list[VersionStatus]) -> list[VersionStatus]:
+        statuses, duplicates = unique_versions(statuses)
         if duplicates:
             self._dropped("duplicate_version", duplicates)
         return statuses

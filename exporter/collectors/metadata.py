@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from exporter.collectors.base import CollectorError, Limiter
+from exporter.exposition import RenderedText, TextFamily, sample_line
 from exporter.scrape import Scrape
 from exporter.textclip import clip_text
 from exporter.tfserving.loaded_versions import LoadedSignatures, available_versions
@@ -47,6 +48,13 @@ def shape_label(shape: tuple[int, ...] | None) -> str:
 # server (a few tensors per signature), and a fixed bound on memory (~150 bytes each) and on
 # the page whatever TF Serving's metadata replies hold.
 MAX_TENSOR_SERIES = 100_000
+SIGNATURE_INFO = "tfserving_model_signature_info"
+SIGNATURE_INFO_HELP = (
+    "1 for each signature of an AVAILABLE model version; method is the SignatureDef "
+    "method_name without the tensorflow/serving/ prefix.")
+TENSOR_INFO = "tfserving_model_signature_tensor_info"
+TENSOR_INFO_HELP = ("1 for each input and output tensor of a signature; shape -1 is a free "
+                    "dimension, 'unknown' an unknown rank.")
 # Label values taken from metadata replies (signature names, aliases, shapes) are cut here.
 MAX_LABEL_CHARS = 256
 
@@ -63,6 +71,7 @@ class MetadataCollector:
         self._tensors = tensors
         # Holds what _within_limits keeps: never more tensors than one page may export.
         self._cache = LoadedSignatures(MAX_TENSOR_SERIES)
+        self._rendered: RenderedText[tuple[str, str, int]] = RenderedText(by_identity=True)
 
     def _signatures_of(self, scrape: Scrape, key: tuple[str, int]) -> SignatureMap:
         model, version = key
@@ -87,17 +96,6 @@ class MetadataCollector:
         return kept
 
     def collect(self, scrape: Scrape) -> Iterable[Metric]:
-        info = GaugeMetricFamily(
-            "tfserving_model_signature_info",
-            "1 for each signature of an AVAILABLE model version; method is the SignatureDef "
-            "method_name without the tensorflow/serving/ prefix.",
-            labels=["model", "version", "signature", "method"])
-        tensor_info = GaugeMetricFamily(
-            "tfserving_model_signature_tensor_info",
-            "1 for each input and output tensor of a signature; shape -1 is a free "
-            "dimension, 'unknown' an unknown rank.",
-            labels=["model", "version", "signature", "io", "alias", "dtype", "shape"])
-
         failures = []
         keys: list[tuple[str, int]] = []
         for model, result in scrape.model_statuses().items():
@@ -111,9 +109,13 @@ class MetadataCollector:
 
         fetched = scrape.map(self.protocol, lambda key: self._signatures_of(scrape, key), keys)
         self._cache.keep_only(set(keys))
+        self._rendered.keep_only(keys)
+        info_lines: list[str] = []
+        tensor_lines: list[str] = []
         left_out_signatures = left_out_tensors = 0
         tensor_budget = MAX_TENSOR_SERIES
-        for (model, version), result in fetched:
+        for key, result in fetched:
+            model, version = key
             if isinstance(result, TFServingError) and result.code == "NOT_FOUND":
                 continue  # unloaded between the status and the metadata call
             if isinstance(result, BaseException):
@@ -121,26 +123,49 @@ class MetadataCollector:
                 continue
             left_out_signatures += result.left_out_signatures
             left_out_tensors += result.left_out_tensors
-            for signature in result.values():
-                labels = [model, str(version), clip_text(signature.name, MAX_LABEL_CHARS)]
-                info.add_metric(labels + [clip_text(method_label(signature.method_name),
-                                                    MAX_LABEL_CHARS)], 1)
-                tensors: list[tuple[str, TensorSpec]] = (
-                    [("input", t) for t in signature.inputs]
-                    + [("output", t) for t in signature.outputs])
-                if len(tensors) > tensor_budget:
-                    left_out_tensors += len(tensors) - max(tensor_budget, 0)
-                    tensors = tensors[:max(tensor_budget, 0)]
-                tensor_budget -= len(tensors)
-                for io, tensor in tensors:
-                    tensor_info.add_metric(labels + [
-                        io, clip_text(tensor.alias, MAX_LABEL_CHARS), dtype_label(tensor.dtype),
-                        clip_text(shape_label(tensor.shape), MAX_LABEL_CHARS)], 1)
+            # The cached signatures of a version are one object while it stays loaded: its
+            # lines are rendered once. Past the page's tensor budget, each scrape cuts anew.
+            info, tensors, count = self._rendered.get(
+                key, result, lambda: _render(model, version, result, MAX_TENSOR_SERIES))
+            if count > tensor_budget:
+                info, tensors, count = _render(model, version, result, max(tensor_budget, 0))
+                left_out_tensors += _tensor_total(result) - count
+            tensor_budget -= count
+            if info:
+                info_lines.append(info)
+            if tensors:
+                tensor_lines.append(tensors)
         if left_out_signatures:
             self._signatures.count(left_out_signatures)
         if left_out_tensors:
             self._tensors.count(left_out_tensors)
 
-        yield from (info, tensor_info)
+        yield TextFamily(SIGNATURE_INFO, "gauge", SIGNATURE_INFO_HELP, info_lines)
+        yield TextFamily(TENSOR_INFO, "gauge", TENSOR_INFO_HELP, tensor_lines)
         if failures:
             raise CollectorError("; ".join(failures))
+
+
+def _tensor_total(signatures: SignatureMap) -> int:
+    return sum(len(s.inputs) + len(s.outputs) for s in signatures.values())
+
+
+def _render(model: str, version: int, signatures: SignatureMap,
+            tensor_budget: int) -> tuple[str, str, int]:
+    """A version's signature and tensor lines, at most ``tensor_budget`` tensors, and how many
+    tensors it holds."""
+    info, tensor_lines = [], []
+    for signature in signatures.values():
+        labels = {"model": model, "version": str(version),
+                  "signature": clip_text(signature.name, MAX_LABEL_CHARS)}
+        info.append(sample_line(SIGNATURE_INFO, {
+            **labels, "method": clip_text(method_label(signature.method_name),
+                                          MAX_LABEL_CHARS)}, 1))
+        tensors: list[tuple[str, TensorSpec]] = (
+            [("input", t) for t in signature.inputs] + [("output", t) for t in signature.outputs])
+        for io, tensor in tensors[:max(tensor_budget - len(tensor_lines), 0)]:
+            tensor_lines.append(sample_line(TENSOR_INFO, {
+                **labels, "io": io, "alias": clip_text(tensor.alias, MAX_LABEL_CHARS),
+                "dtype": dtype_label(tensor.dtype),
+                "shape": clip_text(shape_label(tensor.shape), MAX_LABEL_CHARS)}, 1))
+    return "\n".join(info), "\n".join(tensor_lines), len(tensor_lines)

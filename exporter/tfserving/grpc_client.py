@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import grpc
 
@@ -20,6 +20,9 @@ PROTOCOL = "grpc"
 # larger reply with RESOURCE_EXHAUSTED before parsing it, so this also bounds what a reply is
 # parsed into (up to ~8 times its size for a map of 1e5 small signatures).
 MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+# Status calls of one scrape in flight at once on the channel (gRPC futures, no thread each):
+# enough to overlap a thousand models' round trips, few enough not to flood TF Serving.
+STATUS_CALLS_IN_FLIGHT = 64
 
 CallObserver = Callable[[str, str, float], None]
 
@@ -67,6 +70,45 @@ def _channel_credentials(tls) -> grpc.ChannelCredentials:
                                         certificate_chain=_read(tls.cert_file))
 
 
+def _status_request(model: str):
+    request = protos.get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = model
+    return request
+
+
+def _statuses(model: str, reply) -> list[VersionStatus]:
+    """A GetModelStatusResponse → the versions, names for the enum values."""
+    state_name = protos.get_model_status_pb2.ModelVersionStatus.State.Name
+    error_name = protos.error_codes_pb2.Code.Name
+    statuses = []
+    for item in reply.model_version_status:
+        try:
+            state = state_name(item.state)
+        except ValueError:
+            state = "UNKNOWN"
+        try:
+            code = error_name(item.status.error_code)
+        except ValueError:
+            code = str(item.status.error_code)
+        try:
+            version = parse_version(item.version)
+        except ValueError as err:
+            raise TFServingError(PROTOCOL, "model_status", "BAD_REPLY",
+                                 f"model {model!r}: {err}", reached=True) from None
+        statuses.append(VersionStatus(version, state, code, item.status.error_message))
+    return statuses
+
+
+def _call_error(api: str, err: Exception) -> TFServingError:
+    """What a failed call raised (an RpcError, or ValueError when the channel was closed under
+    it, at shutdown or reload) as the exporter's error."""
+    if isinstance(err, ValueError):
+        return TFServingError(PROTOCOL, api, "CANCELLED", str(err), reached=False)
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = err.details() if hasattr(err, "details") else str(err)
+    return TFServingError(PROTOCOL, api, code.name, details or code.name)
+
+
 class GrpcClient:
     """One long-lived channel; every call takes the scrape's deadline.
 
@@ -103,38 +145,65 @@ class GrpcClient:
         started = time.monotonic()
         try:
             return method(request, timeout=deadline.remaining())
-        except grpc.RpcError as err:
-            code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-            details = err.details() if hasattr(err, "details") else str(err)
-            raise TFServingError(PROTOCOL, api, code.name, details or code.name) from None
-        except ValueError as err:  # the channel was closed under the call (shutdown, reload)
-            raise TFServingError(PROTOCOL, api, "CANCELLED", str(err), reached=False) from None
+        except (grpc.RpcError, ValueError) as err:
+            raise _call_error(api, err) from None
         finally:
             self._observe(PROTOCOL, api, time.monotonic() - started)
 
     def model_status(self, model: str, deadline: Deadline) -> list[VersionStatus]:
-        request = protos.get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = model
-        reply = self._call("model_status", self._model_service.GetModelStatus, request, deadline)
-        state_name = protos.get_model_status_pb2.ModelVersionStatus.State.Name
-        error_name = protos.error_codes_pb2.Code.Name
-        statuses = []
-        for item in reply.model_version_status:
+        reply = self._call("model_status", self._model_service.GetModelStatus,
+                           _status_request(model), deadline)
+        return _statuses(model, reply)
+
+    def model_statuses(self, models: Sequence[str], deadline: Deadline
+                       ) -> list[list[VersionStatus] | TFServingError]:
+        """``model_status`` of every model, in order: a model's versions or the error its call
+        ended with. The calls are gRPC futures on the one channel, at most
+        STATUS_CALLS_IN_FLIGHT at a time, each with the scrape's deadline; none needs a thread
+        of its own, and all have ended by the deadline."""
+        results: list = [None] * len(models)
+        in_flight: list[tuple[int, object, float]] = []  # (index, future, started)
+        method = self._model_service.GetModelStatus.future
+
+        def finish(index: int, future, started: float) -> None:
             try:
-                state = state_name(item.state)
-            except ValueError:
-                state = "UNKNOWN"
+                reply = future.result(timeout=max(deadline.remaining(), 0) + 1.0)
+            except grpc.FutureTimeoutError:  # gRPC ends the call at its deadline; this is slack
+                future.cancel()
+                results[index] = TFServingError(PROTOCOL, "model_status", "DEADLINE_EXCEEDED",
+                                                "no answer by the scrape deadline")
+                return
+            except grpc.FutureCancelledError:  # the channel was closed under the call
+                results[index] = TFServingError(PROTOCOL, "model_status", "CANCELLED",
+                                                "the call was cancelled", reached=False)
+                return
+            except (grpc.RpcError, ValueError) as err:
+                results[index] = _call_error("model_status", err)
+                return
+            finally:
+                self._observe(PROTOCOL, "model_status", time.monotonic() - started)
             try:
-                code = error_name(item.status.error_code)
-            except ValueError:
-                code = str(item.status.error_code)
+                results[index] = _statuses(models[index], reply)
+            except TFServingError as err:
+                results[index] = err
+
+        for index, model in enumerate(models):
+            if len(in_flight) >= STATUS_CALLS_IN_FLIGHT:
+                finish(*in_flight.pop(0))
+            if deadline.expired():
+                results[index] = TFServingError(PROTOCOL, "model_status", "DEADLINE_EXCEEDED",
+                                                "no time left in this scrape", reached=False)
+                continue
+            started = time.monotonic()
             try:
-                version = parse_version(item.version)
-            except ValueError as err:
-                raise TFServingError(PROTOCOL, "model_status", "BAD_REPLY",
-                                     f"model {model!r}: {err}", reached=True) from None
-            statuses.append(VersionStatus(version, state, code, item.status.error_message))
-        return statuses
+                future = method(_status_request(model), timeout=deadline.remaining())
+            except ValueError as err:  # the channel was closed (shutdown, reload)
+                results[index] = _call_error("model_status", err)
+                continue
+            in_flight.append((index, future, started))
+        for entry in in_flight:
+            finish(*entry)
+        return results
 
     def model_metadata(self, model: str, version: int | None,
                        deadline: Deadline) -> SignatureMap:
