@@ -45,8 +45,8 @@ def start_simulator(model_config_file: str, monitoring_config_file: str, grpc_po
 
 def start_exporter(web_port: int, grpc_port: int, rest_port: int, model_config_file: str,
                    *extra: str) -> subprocess.Popen:
-    # As deployed (Dockerfile, Helm chart): two malloc arenas keep RSS from creeping.
-    env = dict(os.environ, MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"))
+    # The exporter sets glibc's malloc arenas and mmap threshold itself (exporter/allocator.py).
+    env = dict(os.environ)
     return subprocess.Popen(
         [sys.executable, "-m", "exporter", "run", f"--web.listen-address=127.0.0.1:{web_port}",
          f"--tfserving.grpc-address=127.0.0.1:{grpc_port}",

@@ -287,6 +287,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from exporter.allocator import tune_allocator
     from exporter.logsetup import configure_logging
     from exporter.runtime import InvalidConfig, start_exporter
 
@@ -294,6 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     configure_logging(config.log.level, config.log.format)
+    tune_allocator()  # before the server's threads exist
     stop = install_stop_handlers()
     for warning in config.warnings:
         log.warning(warning)

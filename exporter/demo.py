@@ -42,12 +42,14 @@ def run_demo(listen_address: str, log_level: str = "info") -> int:
     # The simulator only here: the exporter's own commands never import it, and the container
     # image does not have it (cli.py checks that before calling this).
     from exporter.config import ConfigError, load_config
+    from exporter.allocator import tune_allocator
     from exporter.logsetup import configure_logging
     from exporter.runtime import start_exporter
     from tfserving_simulator import process as simulator_process
     from tfserving_simulator.demo_files import DEMO_GOLDEN_DIR, write_demo_files
 
     configure_logging(log_level, "logfmt")
+    tune_allocator()
     stop = install_stop_handlers()
     root = tempfile.mkdtemp(prefix="tfserving-exporter-demo-")
     simulator = running = None

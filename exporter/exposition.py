@@ -87,20 +87,40 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+class EncodedFamilies(dict):
+    """The last encoding of each family of one collector, by name, with the lines it was made
+    from: a family whose lines are the same strings as last time (a list comparison that
+    stops at each element's identity) is not joined and encoded again."""
+
+
 class TextFamily:
     """A metric family whose sample lines (``name{labels} value``) are already rendered; the
     same lines are valid in the Prometheus text format and in OpenMetrics. An entry of
-    ``lines`` may hold several lines (joined by newlines, none at its end), never none."""
+    ``lines`` may hold several lines (joined by newlines, none at its end), never none.
+    ``encoded`` remembers its bytes in ``memo`` when given."""
 
-    def __init__(self, name: str, kind: str, documentation: str, lines: list[str]) -> None:
+    def __init__(self, name: str, kind: str, documentation: str, lines: list[str],
+                 memo: EncodedFamilies | None = None) -> None:
         self.name = name
         self.type = kind
         self.documentation = documentation
         self.lines = lines
+        self.memo = memo
 
     def render(self) -> str:
         head = f"# HELP {self.name} {_escape_help(self.documentation)}\n# TYPE {self.name} {self.type}\n"
         return head + ("\n".join(self.lines) + "\n" if self.lines else "")
+
+    def encoded(self) -> bytes:
+        memo = self.memo
+        if memo is not None:
+            last = memo.get(self.name)
+            if last is not None and last[0] == self.lines:
+                return last[1]
+        data = self.render().encode("utf-8")
+        if memo is not None:
+            memo[self.name] = (self.lines, data)
+        return data
 
     @property
     def samples(self) -> list:
@@ -140,7 +160,7 @@ def encode(families: Iterable, registries: Iterable, accept_header: str) -> tupl
     eof = OPENMETRICS_EOF.encode()
     has_eof = body.endswith(eof)
     parts = [body[: -len(eof)] if has_eof else body]
-    parts.extend(family.render().encode("utf-8") for family in prerendered)
+    parts.extend(family.encoded() for family in prerendered)
     if has_eof:
         parts.append(eof)
     return b"".join(parts), content_type

@@ -5,14 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from exporter.addresses import split_listen_address
-from exporter.canary.catalog import load_golden_sets
-from exporter.canary.runner import CanaryRunner
 from exporter.collection import Collection
 from exporter.collectors.base import Limiter
-from exporter.collectors.canary import CanaryCollector
 from exporter.collectors.metadata import MetadataCollector
 from exporter.collectors.native import NativeCollector
 from exporter.collectors.status import StatusCollector
@@ -26,6 +23,10 @@ from exporter.tfserving.models_file import ModelSource
 from exporter.tfserving.rest_client import RestClient
 from exporter.webconfig import BasicAuth, WebSettings, load_web_config, ssl_context
 from tfserving_wire import protos
+
+if TYPE_CHECKING:
+    from exporter.canary.runner import CanaryRunner
+    from exporter.collectors.canary import CanaryCollector
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ def build_canaries(config, clients: dict) -> tuple[CanaryRunner | None, CanaryCo
     canary = config.canary
     if not canary.enabled or not (canary.golden_files or canary.golden_dir):
         return None, None, []
+    # Imported here: the canary needs numpy (~11 MiB of RSS), an exporter without golden
+    # files does not.
+    from exporter.canary.catalog import load_golden_sets
+    from exporter.canary.runner import CanaryRunner
+    from exporter.collectors.canary import CanaryCollector
+
     golden, problems = load_golden_sets(canary.golden_files, canary.golden_dir,
                                         canary.max_examples)
     runner = CanaryRunner(golden, clients[canary.protocol], canary.protocol,

@@ -341,8 +341,8 @@ def test_families_of_a_hostile_page_are_bounded():
     seen = []
     original = parse_page
 
-    def spy(text, wanted=None, expired=None):
-        families = original(text, wanted, expired)
+    def spy(text, wanted=None, expired=None, unchanged=None):
+        families = original(text, wanted, expired, unchanged)
         seen.append(len(families))
         return families
     import exporter.collectors.native as native_module

@@ -16,7 +16,7 @@ from typing import Iterable
 from prometheus_client.core import Metric
 
 from exporter.collectors.base import CollectorError, Limiter
-from exporter.exposition import RenderedText, TextFamily, sample_line
+from exporter.exposition import EncodedFamilies, RenderedText, TextFamily, sample_line
 from exporter.scrape import Scrape
 from exporter.textclip import clip_text
 from exporter.tfserving.loaded_versions import LoadedSignatures, available_versions
@@ -72,6 +72,7 @@ class MetadataCollector:
         # Holds what _within_limits keeps: never more tensors than one page may export.
         self._cache = LoadedSignatures(MAX_TENSOR_SERIES)
         self._rendered: RenderedText[tuple[str, str, int]] = RenderedText(by_identity=True)
+        self._encoded = EncodedFamilies()
 
     def _signatures_of(self, scrape: Scrape, key: tuple[str, int]) -> SignatureMap:
         model, version = key
@@ -107,7 +108,14 @@ class MetadataCollector:
             keys.extend((model, version)
                         for version in self._versions.cap(available_versions(result)))
 
-        fetched = scrape.map(self.protocol, lambda key: self._signatures_of(scrape, key), keys)
+        # Only versions not cached yet go to the pool: a steady scrape makes no call and
+        # hands no work to another thread.
+        cached = {key: self._cache.cached(key) for key in keys}
+        missing = [key for key, signatures in cached.items() if signatures is None]
+        fetched_now = dict(scrape.map(self.protocol, lambda key: self._signatures_of(scrape, key),
+                                      missing)) if missing else {}
+        fetched = [(key, cached[key] if cached[key] is not None else fetched_now[key])
+                   for key in keys]
         self._cache.keep_only(set(keys))
         self._rendered.keep_only(keys)
         info_lines: list[str] = []
@@ -140,8 +148,8 @@ class MetadataCollector:
         if left_out_tensors:
             self._tensors.count(left_out_tensors)
 
-        yield TextFamily(SIGNATURE_INFO, "gauge", SIGNATURE_INFO_HELP, info_lines)
-        yield TextFamily(TENSOR_INFO, "gauge", TENSOR_INFO_HELP, tensor_lines)
+        yield TextFamily(SIGNATURE_INFO, "gauge", SIGNATURE_INFO_HELP, info_lines, self._encoded)
+        yield TextFamily(TENSOR_INFO, "gauge", TENSOR_INFO_HELP, tensor_lines, self._encoded)
         if failures:
             raise CollectorError("; ".join(failures))
 

@@ -53,7 +53,7 @@ from exporter.scrape import Scrape
 from exporter.tfserving import page_checks as checks
 from exporter.tfserving.page_checks import INF, Tally
 from exporter.tfserving.prometheus_page import (CachePool, Families, PageDeadline, PageError,
-                                                SizedCache, link, parse_page)
+                                                SizedCache, UnchangedBlocks, link, parse_page)
 from exporter.tfserving.rest_client import METRICS_PAGE_MAX_BYTES
 
 __all__ = ["BATCH_QUEUING", "BRIDGED", "BUCKET_CACHE_BYTES", "LOAD_ATTEMPTS", "LOAD_LATENCY",
@@ -116,14 +116,28 @@ class ModelPathMapper:
     def snapshot(self) -> Callable[[str], tuple[str, str]]:
         """The mapping with the base paths read once (a scrape maps many paths)."""
         prefixes = [(model, base.rstrip("/") + "/") for model, base in self._base_paths().items()]
+        # TF Serving's model_path is <base path>/<version>: one dict lookup of the parent
+        # directory, unless one base path lies inside another (then the first match in config
+        # order decides, as the scan below does).
+        by_parent = {prefix[:-1]: model for model, prefix in reversed(prefixes)}
+        ordered = sorted(prefix for _, prefix in prefixes)
+        nested = any(b.startswith(a) for a, b in zip(ordered, ordered[1:]))
 
-        def model_of(model_path: str) -> tuple[str, str]:
-            path = model_path.rstrip("/")
+        def scan(path: str) -> tuple[str, str]:
             for model, prefix in prefixes:
                 if path.startswith(prefix):
                     return model, checks.version_label(path[len(prefix):].split("/")[0])
             head, _, version = path.rpartition("/")
             return head.rpartition("/")[2] or head, checks.version_label(version)
+
+        def model_of(model_path: str) -> tuple[str, str]:
+            path = model_path.rstrip("/")
+            if not nested:
+                head, _, version = path.rpartition("/")
+                model = by_parent.get(head)
+                if model is not None:
+                    return model, checks.version_label(version)
+            return scan(path)
         return model_of
 
     def __call__(self, model_path: str) -> tuple[str, str]:
@@ -230,6 +244,8 @@ class NativeCollector:
         self.last_problem: str | None = None  # the first invalid sample of the last scrape
         self.last_tally = Tally()
         self._problem_logged_at = -INF
+        # The page's blocks that go nowhere (most of it), read once while they do not change.
+        self._unchanged = UnchangedBlocks()
         bucket_pool = CachePool(BUCKET_CACHE_BYTES)
         cell_pool = CachePool(SERIES_CACHE_BYTES * 5 // 8)  # cells are bigger than shapes
         shape_pool = CachePool(SERIES_CACHE_BYTES * 3 // 8)
@@ -331,7 +347,7 @@ class NativeCollector:
         samples and series are left out and counted, once per kind per call."""
         conversion = _Conversion(self, expired)
         try:
-            families = parse_page(text, conversion.wanted, expired)
+            families = parse_page(text, conversion.wanted, expired, self._unchanged)
             metrics = conversion.metrics(families)
         finally:
             conversion.release()

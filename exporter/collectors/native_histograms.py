@@ -6,6 +6,7 @@ series that map to one exported series. Separate from the counters, whose sample
 
 from __future__ import annotations
 
+import hashlib
 from functools import partial
 from operator import add
 from typing import Callable
@@ -13,10 +14,23 @@ from typing import Callable
 from exporter.collectors.native_admission import _add_identity, _Budget, _identity, _ModelGate
 from exporter.collectors.native_sink_base import _NO_CACHE, _Sink
 from exporter.collectors.native_units import _limit_seconds, to_seconds
-from exporter.exposition import TextFamily, format_value, label_text as render_labels
+from exporter.exposition import (EncodedFamilies, TextFamily, format_value,
+                                 label_text as render_labels)
 from exporter.tfserving import page_checks as checks
 from exporter.tfserving.page_checks import INF, MAX_BUCKETS, MAX_LABEL_TEXT, quote
-from exporter.tfserving.prometheus_page import Family, SizedCache, labels, split_le, str_bytes
+from exporter.tfserving.prometheus_page import (Family, PageRestart, SizedCache, labels,
+                                                split_le, str_bytes)
+
+# UNCHANGED SERIES. A series of TF Serving's page whose lines (its buckets, then _sum, then
+# _count) are byte for byte those of a series on the last page gives the same result: the
+# sink remembers, by SHA-256 of those bytes, what reading it came to (the exported lines, or
+# the problem), and replays that instead of reading the lines again. Only the admission (model
+# cap, series budget, duplicates) is done again, in page order, as for a series read anew. A
+# series is remembered when it is TF's shape (a run of this family's bucket lines, ending
+# with its _sum and _count lines, and nothing else) and read after a closed series; the rest
+# is read as before. What is remembered is the last page's series only, at most
+# REPLAY_BYTES (estimated) a family: beyond, series are read each scrape.
+REPLAY_BYTES = 4 << 20
 
 
 def _count_text(value: float) -> str:
@@ -47,6 +61,11 @@ class _HistogramSpec:
         # label text -> (its bucket entries, their prefixes) once checked (see CACHE BUDGETS
         # in native.py)
         self.buckets, self.cells, self.shapes = caches or (_NO_CACHE, _NO_CACHE, _NO_CACHE)
+        self.encoded = EncodedFamilies()  # the last /metrics text, reused while unchanged
+        # digest of a series' lines -> _Remembered (see UNCHANGED SERIES); the last page's
+        self.replay: dict[bytes, _Remembered] = {}
+        self.count_marker = b"\n" + self.count_name.encode()
+        self.bucket_start = (self.bucket_name + "{").encode()
 
     def cell(self, base: str) -> tuple:
         """A series' label text (without ``le``) → (base, model, key, count prefix, sum prefix,
@@ -102,6 +121,24 @@ def _cell_bytes(cell: tuple) -> int:
     return str_bytes(cell[0]) + 3 * str_bytes(cell[6] or "") + 900
 
 
+class _Remembered:
+    """What reading one series came to (UNCHANGED SERIES): its cell, the page lines it spans,
+    its bucket lines, and the outcome once closed: (problem message or None, exported
+    lines)."""
+
+    __slots__ = ("cell", "page_lines", "buckets", "outcome")
+
+    def __init__(self, cell: tuple, page_lines: int, buckets: int) -> None:
+        self.cell = cell
+        self.page_lines = page_lines
+        self.buckets = buckets
+        self.outcome: tuple[str | None, tuple[str, ...]] | None = None
+
+    def size(self) -> int:
+        return 400 + (sum(map(len, self.outcome[1])) + 60 * len(self.outcome[1])
+                      if self.outcome else 0)
+
+
 class _HistogramSink(_Sink):
     """One scrape's reading of one histogram family.
 
@@ -118,6 +155,10 @@ class _HistogramSink(_Sink):
         self.gate = gate
         self.by_model: dict = {}  # model -> key -> (lines, TF series identities, page lines)
         self.buckets = self.misses = 0  # bucket lines read, and how many missed the cache
+        self.lines_read = 0  # bucket, _sum and _count lines taken (tells a series of TF's shape)
+        self.closes = 0  # series closed (tells a run of lines that held one series)
+        self._next_replay: dict[bytes, _Remembered] = {}
+        self._replay_bytes = 0
         self._start(None)
 
     def _start(self, cell) -> None:
@@ -128,6 +169,8 @@ class _HistogramSink(_Sink):
         self._count: str | None = None
         self._other_lines = 0  # _sum, _count and buckets beyond MAX_BUCKETS
         self._problem: str | None = None
+        self._replayed: _Remembered | None = None  # the open series, replayed
+        self._recording: _Remembered | None = None  # the open series, to be remembered
 
     def adder(self, family: Family, sample_name: str):
         """What takes the runs of one sample name (the parser asks once per name)."""
@@ -158,7 +201,9 @@ class _HistogramSink(_Sink):
             self._start(None)
         get, make = self.spec.buckets.get, self.spec.bucket
         cell, entries, values = self._cell, self._entries, self._values
+        read = 0
         for _, raw, value in samples:
+            read += 1
             entry = get(raw)
             if entry is None:
                 entry = make(raw, cell)
@@ -169,6 +214,7 @@ class _HistogramSink(_Sink):
                 cell, entries, values = self._cell, self._entries, self._values
             entries.append(entry)
             values.append(value)
+        self.lines_read += read
         if len(entries) > MAX_BUCKETS:  # checked a run (at most one page slice) at a time
             self._other_lines += len(entries)
             self._problem = f"more than {MAX_BUCKETS} buckets"
@@ -177,10 +223,16 @@ class _HistogramSink(_Sink):
 
     def _tail(self, samples, is_sum: bool) -> None:
         for _, raw, value in samples:
+            self.lines_read += 1
             cell = self._cell
             if cell is None or (raw is not cell[0] and raw != cell[0]):
                 self._close()
                 self._start(self.spec.cell(raw))
+            elif self._replayed is not None:
+                # A third tail line of a replayed series (not TF's shape): the page is read
+                # again line by line, which has the lines a replay does not keep.
+                raise PageRestart()
+            self._recording = None  # no longer TF's shape: not remembered
             if is_sum:
                 if self._sum is not None:
                     self._problem = "two _sum lines"
@@ -196,10 +248,77 @@ class _HistogramSink(_Sink):
         self._close()
         self._start(None)
         self.spec.buckets.settle(self.buckets - self.misses)
+        self.spec.replay = self._next_replay
+
+    def take_block(self, family: Family, reader, start: int, stop: int) -> None:
+        """Read this family's block of the page (``parse_page``): a series at a time, each
+        replayed when unchanged since the last page (UNCHANGED SERIES)."""
+        spec, page = self.spec, reader.page
+        marker, bucket_start = spec.count_marker, spec.bucket_start
+        remembered, remember = spec.replay, self._next_replay
+        position = page.find(b"\n", start, stop) + 1  # after the TYPE line
+        if position == 0:
+            reader.read(start, stop)
+            return
+        reader.read(start, position - 1)
+        while position < stop:
+            found = page.find(marker, position - 1, stop)
+            while found != -1 and page[found + len(marker):found + len(marker) + 1] not in (
+                    b"{", b" "):
+                found = page.find(marker, found + 1, stop)
+            if found == -1:
+                reader.read(position, stop)
+                return
+            end = page.find(b"\n", found + 1, stop)
+            end = stop if end == -1 else end
+            self._series(reader, page, position, end, remembered, remember, bucket_start)
+            position = end + 1
+
+    def _series(self, reader, page, start: int, end: int, remembered: dict, remember: dict,
+                bucket_start: bytes) -> None:
+        """One series' lines, ``page[start:end]``: replayed, or read (and remembered when it
+        has TF's shape)."""
+        if not (self._cell is None or self._sum is not None or self._count is not None) \
+                or not page.startswith(bucket_start, start):
+            reader.read(start, end)  # it may continue the open series: read as it comes
+            return
+        digest = hashlib.sha256(memoryview(page)[start:end]).digest()
+        known = remembered.get(digest)
+        # What the series' first bucket line would do: close the open series.
+        self._close()
+        self._start(None)
+        if known is not None and known.outcome is not None:
+            self._cell = known.cell
+            self._sum = self._count = ""  # closed by the next line of another series
+            self._replayed = known
+            self.lines_read += known.page_lines
+            if digest not in remember:
+                remember[digest] = known
+            reader.skip(known.page_lines)
+            return
+        before, closes = self.lines_read, self.closes
+        lines, _, _ = reader.read(start, end)
+        # Remembered when the lines were all this family's and made one series, still open.
+        if (self.lines_read - before == lines and self.closes == closes
+                and self._sum is not None
+                and self._count is not None and self._replay_bytes < REPLAY_BYTES
+                and digest not in remember):
+            self._recording = remember[digest] = _Remembered(
+                self._cell, lines, len(self._entries))
 
     def _close(self) -> None:
         cell = self._cell
         if cell is None:
+            return
+        self.closes += 1
+        replayed = self._replayed
+        if replayed is not None:
+            self.buckets += replayed.buckets
+            problem, lines = replayed.outcome
+            if problem is not None:
+                self.conversion.tally.reject(replayed.page_lines, problem)
+            else:
+                self._admit(cell, lines, replayed.page_lines)
             return
         entries, values = self._entries, self._values
         page_lines = len(entries) + self._other_lines
@@ -234,14 +353,21 @@ class _HistogramSink(_Sink):
                 if not 0.0 <= sum_value < INF or (self._count is not None
                                                   and float(self._count) != counts[-1]):
                     problem = checks.tail_problem(counts[-1], sum_value, self._count)
+        recording = self._recording
         if problem is not None:
-            self.conversion.tally.reject(page_lines, f"{quote(self.spec.tf_name, cell[0])}: "
-                                                     f"{problem}")
+            message = f"{quote(self.spec.tf_name, cell[0])}: {problem}"
+            if recording is not None:
+                recording.outcome = (message, ())
+                self._replay_bytes += recording.size()
+            self.conversion.tally.reject(page_lines, message)
             return
         # Tuples of strings: the garbage collector stops tracking them, so a page's worth of
         # series held during a scrape does not trigger full collections.
         lines = (*map(add, prefixes, values), cell[3] + values[-1],
                  cell[4] + format_value(self.spec.sum_value(sum_value)))
+        if recording is not None:
+            recording.outcome = (None, lines)
+            self._replay_bytes += recording.size()
         self._admit(cell, lines, page_lines)
 
     def _admit(self, cell: tuple, lines: tuple[str, ...], page_lines: int) -> None:
@@ -281,7 +407,8 @@ class _HistogramSink(_Sink):
         for series in self.by_model.values():
             for record in series.values():
                 lines.extend(record[0])
-        return TextFamily(self.spec.name, "histogram", self.spec.documentation, lines)
+        return TextFamily(self.spec.name, "histogram", self.spec.documentation, lines,
+                          self.spec.encoded)
 
 
 def _sum_histograms(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...] | None:

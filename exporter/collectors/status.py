@@ -17,7 +17,7 @@ from typing import Iterable
 from prometheus_client.core import Metric
 
 from exporter.collectors.base import CollectorError, Limiter
-from exporter.exposition import RenderedText, TextFamily, sample_line
+from exporter.exposition import EncodedFamilies, RenderedText, TextFamily, sample_line
 from exporter.scrape import Scrape
 from exporter.textclip import clip_text
 from exporter.tfserving.loaded_versions import available_versions
@@ -52,6 +52,7 @@ class StatusCollector:
         self.status_protocol = protocol
         self._versions = versions
         self._rendered: RenderedText[tuple[tuple[str, str, str, str], int]] = RenderedText()
+        self._encoded = EncodedFamilies()
 
     def collect(self, scrape: Scrape) -> Iterable[Metric]:
         parts: list[list[str]] = [[] for _ in _FAMILIES]
@@ -75,7 +76,7 @@ class StatusCollector:
                     family.append(text)
         self._rendered.keep_only(statuses_by_model)
 
-        yield from (TextFamily(name, "gauge", documentation, lines)
+        yield from (TextFamily(name, "gauge", documentation, lines, self._encoded)
                     for (name, documentation), lines in zip(_FAMILIES, parts))
         if failures:
             raise CollectorError("; ".join(failures))

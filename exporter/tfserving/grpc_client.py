@@ -11,7 +11,7 @@ from exporter.files import SMALL_FILE_MAX_BYTES, read_regular_file
 from exporter.tfserving.deadline import Deadline
 from exporter.tfserving.types import (SignatureMap, TensorSpec, TFServingError,
                                       convert_signatures, first_names, parse_version)
-from tfserving_wire import protos, tensor_proto
+from tfserving_wire import protos
 from tfserving_wire.model_status import VersionStatus
 
 PROTOCOL = "grpc"
@@ -226,6 +226,8 @@ class GrpcClient:
                 inputs: dict, output_filter: list[str], deadline: Deadline,
                 api: str = "predict") -> tuple[dict, int]:
         """Predict; returns the output arrays and the version TF Serving says answered."""
+        from tfserving_wire import tensor_proto  # numpy: only canaries call this
+
         request = protos.predict_pb2.PredictRequest()
         request.model_spec.name = model
         request.model_spec.signature_name = signature_name

@@ -105,6 +105,15 @@ class _Connection:
                 continue
             view = view[sent:]
 
+    def recv_into(self, view: memoryview, deadline: Deadline, what: str) -> int:
+        while True:
+            try:
+                return self.sock.recv_into(view)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                _poll(self.sock, False, deadline, what)
+            except ssl.SSLWantWriteError:
+                _poll(self.sock, True, deadline, what)
+
     def recv(self, deadline: Deadline, what: str) -> bytes:
         while True:
             try:
@@ -417,15 +426,32 @@ class _Reader:
         return self._to_close(limit, cut)
 
     def _exactly(self, length: int) -> bytes:
-        while len(self._buffer) < length:
-            self._fill("reading the reply body")
-        if len(self._buffer) == length:  # the usual case: one copy, not a slice and a copy
+        if len(self._buffer) < length:
+            return self._received_into(length)
+        if len(self._buffer) == length:  # one copy, not a slice and a copy
             body, self._buffer = bytes(self._buffer), bytearray()
             return body
         with memoryview(self._buffer) as view:
             body = bytes(view[:length])
         del self._buffer[:length]
         return body
+
+    def _received_into(self, length: int) -> bytes:
+        """The rest of a body of known length, received straight into its final place (a
+        multi-MB page would otherwise be copied once a read and once more at the end)."""
+        body = bytearray(length)
+        have = len(self._buffer)
+        body[:have] = self._buffer
+        self._buffer = bytearray()
+        with memoryview(body) as view:
+            while have < length:
+                got = self._connection.recv_into(view[have:], self._deadline,
+                                                 "reading the reply body")
+                if not got:
+                    raise _Closed(self.received == 0)
+                self.received += got
+                have += got
+        return bytes(body)
 
     def _to_close(self, limit: int, cut: bool) -> tuple[bytes, bool, bool]:
         while True:

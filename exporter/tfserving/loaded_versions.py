@@ -52,6 +52,10 @@ class LoadedSignatures:
                 self._tensors += size
         return fetched
 
+    def cached(self, key: Key) -> SignatureMap | None:
+        with self._lock:
+            return self._entries.get(key)
+
     def keep_only(self, keys: set[Key], models: set[str] | None = None) -> None:
         """Forget the versions not in ``keys``: of every model, or only of ``models`` (a caller
         that follows some models leaves the others' entries alone)."""
