@@ -13,6 +13,9 @@ Serves on 127.0.0.1, in its own process, so the exporter is measured rather than
   model, as the suite's traffic leaves it).
 
 Models are ``model_000`` ... with base paths ``/models/model_000`` ... (``--base-dir``).
+``--traffic`` makes the page change as under load: between two reads of the page every model
+gets one more request, so every request count and latency series differs from the last read
+(the worst case for the exporter's reuse of unchanged lines; load-stage histograms stay).
 ``--mixed-states`` gives every fifth model (from the second) one version in another state
 (END, LOADING, a failed load) and leaves every fifth unknown to the server, for tests that
 compare pages; without it every model has 3 AVAILABLE versions.
@@ -78,6 +81,51 @@ def version_states(index: int, mixed: bool) -> dict[int, tuple[str, str, str]] |
         return None
     special = MIXED_STATES.get(index % 5, {}) if mixed else {}
     return {v: special.get(v, ("AVAILABLE", "OK", "")) for v in VERSIONS}
+
+
+# The families a request changes (TF Serving's names): under --traffic they are re-rendered
+# for every read of the page.
+TRAFFIC_FAMILIES = (":tensorflow:serving:request_count", ":tensorflow:serving:request_latency",
+                    ":tensorflow:serving:runtime_latency")
+
+
+class TrafficPage:
+    """The page after one more request on every model at each read. Built from the page of
+    one request per model: each value of a request family is 0, the one request, or its
+    latency, so after n requests it is that value times n."""
+
+    def __init__(self, page: bytes) -> None:
+        self._parts: list[bytes | tuple[bytes, float, bool]] = []
+        static: list[bytes] = []
+        for line in page.split(b"\n"):
+            name = line.split(b"{", 1)[0].split(b" ", 1)[0]
+            if not line.startswith(b"#") and any(
+                    name.decode().startswith(family) for family in TRAFFIC_FAMILIES):
+                if static:
+                    self._parts.append(b"\n".join(static) + b"\n")
+                    static = []
+                head, _, value = line.rpartition(b" ")
+                self._parts.append((head + b" ", float(value), name.endswith(b"_sum")))
+            else:
+                static.append(line)
+        self._tail = b"\n".join(static)
+        self._requests = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> bytes:
+        with self._lock:
+            self._requests += 1
+            n = self._requests
+        out = []
+        for part in self._parts:
+            if part.__class__ is bytes:
+                out.append(part)
+            else:
+                head, value, is_sum = part
+                text = b"%g" % (value * n) if is_sum else b"%d" % int(value * n)
+                out.append(head + text + b"\n")
+        out.append(self._tail)
+        return b"".join(out)
 
 
 def status_request_key(model: str) -> bytes:
@@ -222,14 +270,16 @@ class PooledHTTPServer(socketserver.TCPServer):
         self.server_close()
 
 
-def rest_handler(replies: Replies):
+def rest_handler(replies: Replies, traffic: TrafficPage | None = None):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stall
         timeout = 60  # an idle keep-alive connection gives its worker back
 
         def _answer(self, with_body: bool) -> None:
-            body = replies.rest.get(self.path.split("?", 1)[0])
+            path = self.path.split("?", 1)[0]
+            body = (traffic.next() if traffic is not None and path == METRICS_PATH
+                    else replies.rest.get(path))
             status = 200
             kind = "text/plain" if self.path.startswith(METRICS_PATH) else "application/json"
             if body is None:
@@ -260,6 +310,8 @@ def main() -> int:
     parser.add_argument("--models", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--rest-port", type=int, required=True)
+    parser.add_argument("--traffic", action="store_true",
+                        help="every model gets a request between two reads of the page")
     parser.add_argument("--mixed-states", action="store_true",
                         help="some versions not AVAILABLE and some models unknown (for tests)")
     parser.add_argument("--base-dir", default="/models",
@@ -269,8 +321,9 @@ def main() -> int:
     replies = Replies(args.models, args.base_dir.rstrip("/"), args.mixed_states)
     server = grpc_server(replies, args.grpc_port)
     server.start()
-    http_server = PooledHTTPServer(("127.0.0.1", args.rest_port), rest_handler(replies),
-                                   WORKERS)
+    traffic = TrafficPage(replies.rest[METRICS_PATH]) if args.traffic else None
+    http_server = PooledHTTPServer(("127.0.0.1", args.rest_port),
+                                   rest_handler(replies, traffic), WORKERS)
     threading.Thread(target=http_server.serve_forever, daemon=True).start()
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

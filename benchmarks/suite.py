@@ -1,7 +1,8 @@
 """The benchmark suite: one command, its tables.
 
     python benchmarks/suite.py [--models 1,10,100] [--scrapes 200]
-                               [--standin-models 1,10,100,1000] [--no-extras]
+                               [--standin-models 1,10,100,1000] [--traffic-models 100,1000]
+                               [--no-extras]
 
 For 1, 10 and 100 models with 3 AVAILABLE versions each (half_plus_two programs, traffic on
 every model so TF Serving's page carries two latency histograms per model), the simulator and
@@ -17,6 +18,9 @@ So the exporter is also measured against ``fake_tfserving.py``, a stand-in answe
 canned bytes, at 1 to 1,000 models: there, each row also carries the serialization floor,
 ``prometheus_client.generate_latest`` of the very families the exporter served (parsed from
 its page once, timed in this process), and the ratio of the exporter's CPU per scrape to it.
+The stand-in's page is the same on every read, except in the ``--traffic-models`` rows, where
+every model gets one more request before each read (so every request count and latency series
+changes between two scrapes: the worst case for the exporter's reuse of unchanged lines).
 The scrape count of a stand-in row adapts to the scrape time (``--row-seconds``).
 """
 
@@ -121,14 +125,16 @@ STANDIN_BASE_DIR = "/models"
 
 def standin_config(count: int) -> str:
     return (f"limits:\n  max_models: {max(100, count)}\n"
-            f"collectors:\n  native:\n    max_series: {max(50000, 400 * count)}\n")
+            f"collectors:\n  native:\n    max_series: {max(50000, 400 * count)}\n"
+            f"    max_page_size: {max(16 << 20, 64 * 1024 * count)}\n")
 
 
-def start_standin(count: int, grpc_port: int, rest_port: int) -> subprocess.Popen:
+def start_standin(count: int, grpc_port: int, rest_port: int,
+                  traffic: bool = False) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "fake_tfserving.py"), f"--models={count}",
          f"--grpc-port={grpc_port}", f"--rest-port={rest_port}",
-         f"--base-dir={STANDIN_BASE_DIR}"],
+         f"--base-dir={STANDIN_BASE_DIR}", *(["--traffic"] if traffic else [])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -172,14 +178,15 @@ def serialization_floor(page: str, min_seconds: float = 1.0) -> float:
     return (time.process_time() - started) / runs
 
 
-def measure_standin(count: int, max_scrapes: int, row_seconds: float) -> dict:
+def measure_standin(count: int, max_scrapes: int, row_seconds: float,
+                    traffic: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="tfserving-standin-") as root:
         model_config = standin_models_config(root, count)
         config_file = os.path.join(root, "config.yaml")
         with open(config_file, "w", encoding="utf-8") as handle:
             handle.write(standin_config(count))
         grpc_port, rest_port, web_port = free_port(), free_port(), free_port()
-        standin = start_standin(count, grpc_port, rest_port)
+        standin = start_standin(count, grpc_port, rest_port, traffic)
         exporter = None
         try:
             tf_page = requests.get(
@@ -205,7 +212,8 @@ def measure_standin(count: int, max_scrapes: int, row_seconds: float) -> dict:
     last_model = f'model="model_{count - 1:03d}"'  # the native page bridged, to the last model
     bridged = any(line.startswith("tfserving_requests_total") and last_model in line
                   for line in page.splitlines())
-    return {"models": count, "scrapes": scrapes, "exporter": quantiles(exporter_times),
+    return {"models": count, "traffic": traffic, "scrapes": scrapes,
+            "exporter": quantiles(exporter_times),
             "cpu_ms": cpu * 1000, "rss": rss, "lines": page.count("\n"),
             "bytes": len(page.encode()), "floor_ms": floor * 1000,
             "tf_page_bytes": len(tf_page.content), "native": bridged}
@@ -215,15 +223,19 @@ def print_standin_table(rows: list[dict]) -> None:
     print()
     print("Against the fast stand-in (benchmarks/fake_tfserving.py: canned gRPC status and "
           "metadata, pre-rendered TF Serving page). Exporter settings, in --config.file: "
-          "limits.max_models = max(100, N), collectors.native.max_series = max(50000, 400 N); "
-          "the N models in --tfserving.model-config-file. Floor: generate_latest of the "
-          "exporter's own /metrics families, CPU in the suite process.")
-    print("| models x 3 versions | scrapes | /metrics p50 / p99 | CPU per scrape | "
+          "limits.max_models = max(100, N), collectors.native.max_series = max(50000, 400 N), "
+          "collectors.native.max_page_size = max(16 MiB, 64 KiB N); the N models in "
+          "--tfserving.model-config-file. TF page: unchanged between scrapes, or one more "
+          "request on every model before each read (--traffic: every request count and "
+          "latency series differs). Floor: generate_latest of the exporter's own /metrics "
+          "families, CPU in the suite process.")
+    print("| models x 3 versions | TF page | scrapes | /metrics p50 / p99 | CPU per scrape | "
           "exporter RSS | /metrics lines / bytes | TF page bytes (bridged?) | "
           "generate_latest floor | CPU / floor |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['models']} | {row['scrapes']} | "
+        page = "every model's requests change" if row["traffic"] else "unchanged"
+        print(f"| {row['models']} | {page} | {row['scrapes']} | "
               f"{row['exporter'][0]:.1f} / {row['exporter'][1]:.1f} ms | "
               f"{row['cpu_ms']:.1f} ms | {row['rss']:.1f} MiB | "
               f"{row['lines']:,} / {row['bytes']:,} | "
@@ -253,6 +265,8 @@ def main() -> int:
     parser.add_argument("--scrapes", type=int, default=200,
                         help="scrapes per simulator row; at most this many per stand-in row")
     parser.add_argument("--standin-models", default="1,10,100,1000")
+    parser.add_argument("--traffic-models", default="100,1000",
+                        help="stand-in rows whose page changes on every read (--traffic)")
     parser.add_argument("--row-seconds", type=float, default=15.0,
                         help="about this long of scraping per stand-in row")
     parser.add_argument("--no-extras", action="store_true",
@@ -270,9 +284,11 @@ def main() -> int:
               f"{row['page'][0]:.1f} / {row['page'][1]:.1f} ms | "
               f"{row['exporter'][0] / row['page'][0]:.1f}x |")
 
-    if args.standin_models:
-        print_standin_table([measure_standin(int(n), args.scrapes, args.row_seconds)
-                             for n in args.standin_models.split(",")])
+    standin = [(int(n), False) for n in args.standin_models.split(",") if n]
+    standin += [(int(n), True) for n in args.traffic_models.split(",") if n]
+    if standin:
+        print_standin_table([measure_standin(n, args.scrapes, args.row_seconds, traffic)
+                             for n, traffic in standin])
     if args.no_extras:
         return 0
     compare = run_script("compare_benchmark.py", "--runs", "100")

@@ -31,9 +31,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import yaml
 
 from exporter.addresses import parse_grpc_address, parse_listen_address, parse_rest_address
-from exporter.config_kinds import (BOOLEAN, DURATION, DURATION_MAP, INTEGER, NUMBER, STRING,
-                                   STRING_LIST, Choice, Kind, Problems, positive_duration,
-                                   type_name)
+from exporter.config_kinds import (BOOLEAN, BYTE_SIZE, BYTE_SIZE_PATTERN, DURATION,
+                                   DURATION_MAP, INTEGER, NUMBER, STRING, STRING_LIST, Choice,
+                                   Kind, Problems, positive_duration, type_name)
 from exporter.files import (CONFIG_FILE_MAX_BYTES, FileReadError, is_readable_regular_file,
                             read_regular_file)
 from exporter.logsetup import LOG_FORMATS, LOG_LEVELS
@@ -262,6 +262,12 @@ class CollectorConfig:
                             doc="Protocol the $name collector uses.")
 
 
+def _page_size(value: int) -> int:
+    if value < 64 << 10:
+        raise ValueError("must be at least 64KiB")
+    return value
+
+
 @dataclass(frozen=True)
 class NativeCollectorConfig:
     enabled: bool = setting(
@@ -281,7 +287,13 @@ class NativeCollectorConfig:
         INTEGER, 50000, check=_positive_int,
         doc="Sample lines of the bridged families (requests, latencies, loads) exported "
             "at most, whole series at a time; the rest are counted in "
-            '`tfserving_exporter_dropped_total{kind="native_series"}`.')
+            '`tfserving_exporter_dropped_total{kind="native_series"}`. About 80 a model '
+            "(150 with both REST and gRPC traffic): README, Performance.")
+    max_page_size: int = setting(
+        BYTE_SIZE, "16MiB", check=_page_size,
+        doc="Largest TF Serving page read; a larger one fails the native collector (it is "
+            "held in memory while read). About 13 KiB a loaded model version: README, "
+            "Performance.")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ with that type (exporter.config checks it at import).
 from __future__ import annotations
 
 import datetime
+import re
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
@@ -110,6 +111,45 @@ class Duration(Kind):
         return format_duration(value) if is_exact_duration(value) else value
 
 
+# A size in bytes: a whole number of bytes, or one with a binary unit (powers of 1024 only,
+# so that "16MiB" cannot be read two ways).
+BYTE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+_BYTE_SIZE = re.compile(r"([0-9]+)(" + "|".join(BYTE_UNITS) + r")?")
+BYTE_SIZE_PATTERN = r"^[0-9]+(" + "|".join(BYTE_UNITS) + r")?$"
+
+
+def parse_byte_size(raw: str | int) -> int:
+    if isinstance(raw, int):
+        if raw < 0:
+            raise ValueError(f"must be at least 0 bytes, got {raw}")
+        return raw
+    match = _BYTE_SIZE.fullmatch(raw.strip())
+    if match is None:
+        raise ValueError(f'expected a size such as "16MiB" (units B, KiB, MiB, GiB), got "{raw}"')
+    return int(match.group(1)) * BYTE_UNITS[match.group(2) or "B"]
+
+
+def format_byte_size(value: int) -> str:
+    for unit in ("GiB", "MiB", "KiB"):
+        if value and value % BYTE_UNITS[unit] == 0:
+            return f"{value // BYTE_UNITS[unit]}{unit}"
+    return f"{value}B"
+
+
+class ByteSize(Kind):
+    doc_name, expected, python_type = "size", 'a size such as "16MiB"', int
+    metavar = "SIZE"
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, (str, int)) and not isinstance(raw, bool)
+
+    def convert(self, raw: str | int) -> int:
+        return parse_byte_size(raw)
+
+    def dump(self, value: int) -> object:
+        return format_byte_size(value)
+
+
 class StringList(Kind):
     doc_name, expected, python_type = "list of strings", "a list of strings", tuple[str, ...]
     flag_repeats = True
@@ -175,6 +215,7 @@ class DurationMap(Kind):
 
 STRING, BOOLEAN, INTEGER, NUMBER = String(), Boolean(), Integer(), Number()
 DURATION, STRING_LIST, DURATION_MAP = Duration(), StringList(), DurationMap()
+BYTE_SIZE = ByteSize()
 
 
 def type_name(value: object) -> str:

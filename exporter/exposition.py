@@ -44,13 +44,19 @@ def format_value(value: float) -> str:
     return repr(float(value))
 
 
-def sample_line(name: str, labels: dict[str, str], value: float) -> str:
-    """One sample as prometheus_client's text and OpenMetrics encoders write it (the same in
-    both for gauges): labels sorted by name, the value by ``floatToGoString``."""
+def sample_prefix(name: str, labels: dict[str, str]) -> str:
+    """``name{labels} `` as prometheus_client's text and OpenMetrics encoders write it (the
+    same in both): labels sorted by name."""
     if not labels:
-        return f"{name} {floatToGoString(value)}"
+        return name + " "
     text = ",".join(f'{key}="{escape_label_value(labels[key])}"' for key in sorted(labels))
-    return f"{name}{{{text}}} {floatToGoString(value)}"
+    return f"{name}{{{text}}} "
+
+
+def sample_line(name: str, labels: dict[str, str], value: float) -> str:
+    """One sample as prometheus_client writes it: ``sample_prefix``, then the value by
+    ``floatToGoString``."""
+    return sample_prefix(name, labels) + floatToGoString(value)
 
 
 class RenderedText(Generic[V]):
@@ -88,8 +94,8 @@ def _escape_help(text: str) -> str:
 
 
 class EncodedFamilies(dict):
-    """The last encoding of each family of one collector, by name, with the lines it was made
-    from: a family whose lines are the same strings as last time (a list comparison that
+    """The last encoding of each family of one collector, by name and format, with the lines
+    it was made from: a family whose lines are the same strings as last time (a list comparison that
     stops at each element's identity) is not joined and encoded again."""
 
 
@@ -107,19 +113,27 @@ class TextFamily:
         self.lines = lines
         self.memo = memo
 
-    def render(self) -> str:
-        head = f"# HELP {self.name} {_escape_help(self.documentation)}\n# TYPE {self.name} {self.type}\n"
+    def render(self, openmetrics: bool = False) -> str:
+        """The family in the Prometheus text format, or in OpenMetrics: the sample lines are
+        the same; the head differs as prometheus_client writes it (a counter is named with
+        ``_total`` in the text format only, and OpenMetrics escapes quotes in HELP)."""
+        name = self.name + "_total" if self.type == "counter" and not openmetrics else self.name
+        documentation = _escape_help(self.documentation)
+        if openmetrics:
+            documentation = documentation.replace('"', '\\"')
+        head = f"# HELP {name} {documentation}\n# TYPE {name} {self.type}\n"
         return head + ("\n".join(self.lines) + "\n" if self.lines else "")
 
-    def encoded(self) -> bytes:
+    def encoded(self, openmetrics: bool = False) -> bytes:
         memo = self.memo
+        key = (self.name, openmetrics)
         if memo is not None:
-            last = memo.get(self.name)
+            last = memo.get(key)
             if last is not None and last[0] == self.lines:
                 return last[1]
-        data = self.render().encode("utf-8")
+        data = self.render(openmetrics).encode("utf-8")
         if memo is not None:
-            memo[self.name] = (self.lines, data)
+            memo[key] = (self.lines, data)
         return data
 
     @property
@@ -160,7 +174,8 @@ def encode(families: Iterable, registries: Iterable, accept_header: str) -> tupl
     eof = OPENMETRICS_EOF.encode()
     has_eof = body.endswith(eof)
     parts = [body[: -len(eof)] if has_eof else body]
-    parts.extend(family.encoded() for family in prerendered)
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    parts.extend(family.encoded(openmetrics) for family in prerendered)
     if has_eof:
         parts.append(eof)
     return b"".join(parts), content_type

@@ -99,7 +99,8 @@ def build_collection(config, selfmetrics: SelfMetrics, clients: dict,
         collectors.append(NativeCollector(
             tf.metrics_path, source.base_paths, native.passthrough,
             native.max_passthrough_series, dropped, max_series=native.max_series,
-            max_models=limits.max_models, known_models=source.current))
+            max_models=limits.max_models, known_models=source.current,
+            max_page_bytes=native.max_page_size))
     collectors.extend(extra_collectors)
     return Collection(clients, collectors, ping_paths={"rest": (tf.metrics_path,)},
                       models=models,

@@ -152,6 +152,8 @@ def _setting_schema(setting: Any, config_module: Any, flag_owned: dict[str, str]
         node = {"type": "number"}
     elif kind is config_module.DURATION:
         node = {"type": ["string", "number"], "pattern": DURATION_PATTERN}
+    elif kind is config_module.BYTE_SIZE:
+        node = {"type": ["string", "integer"], "pattern": config_module.BYTE_SIZE_PATTERN}
     elif kind is config_module.STRING_LIST:
         node = {"type": "array", "items": {"type": "string"}}
     elif kind is config_module.DURATION_MAP:

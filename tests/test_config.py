@@ -465,3 +465,21 @@ def test_example_config_sets_every_setting_with_a_comment_above_it():
         stripped = line.strip()
         if stripped and not stripped.startswith(("#", "-")):
             assert lines[index - 1].strip().startswith("#"), f"no comment above line {index + 1}: {line}"
+
+
+@pytest.mark.parametrize("raw, parsed", [
+    (65536, 65536), ("64KiB", 65536), ("16MiB", 16 << 20), ("1GiB", 1 << 30), ("123B", 123),
+    ("4096", 4096)])
+def test_sizes_take_bytes_or_binary_units(raw, parsed):
+    from exporter.config_kinds import format_byte_size, parse_byte_size
+    assert parse_byte_size(raw) == parsed
+    assert parse_byte_size(format_byte_size(parsed)) == parsed
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("16MB", 'expected a size such as "16MiB"'), ("1.5MiB", 'expected a size such as "16MiB"'),
+    ("32KiB", "must be at least 64KiB"), (True, 'expected a size such as "16MiB", got boolean')])
+def test_a_bad_page_size_is_refused_naming_it(raw, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"collectors.native.max_page_size": raw})
+    assert "collectors.native.max_page_size" in str(err.value) and message in str(err.value)

@@ -140,3 +140,41 @@ def _package_of(module: str, target: str) -> bool:
     # A module importing its own package's __init__ (or the reverse) is how Python packages
     # work, not a cycle between modules.
     return module.startswith(target + ".") or target.startswith(module + ".")
+
+
+# What an exporter process has imported after serving a scrape: numpy (~11 MiB of RSS) only
+# when canaries have golden files; never TensorFlow.
+_IMPORTS_AFTER_A_SCRAPE = """
+import json, sys
+import requests
+from exporter.config import load_config
+from exporter.runtime import start_exporter
+running = start_exporter(load_config(None, {
+    "web.listen_address": "127.0.0.1:0", "tfserving.grpc_address": "127.0.0.1:9",
+    "tfserving.rest_address": "", "collectors.native.enabled": False,
+    "models": ["half_plus_two"], "canary.golden_dir": sys.argv[1]}))
+try:
+    reply = requests.get(f"http://127.0.0.1:{running.port}/metrics", timeout=30)
+    assert reply.status_code == 200, reply.status_code
+finally:
+    running.stop()
+# protos.py registers a bare "tensorflow" package for the generated modules; the runtime is
+# tensorflow.python.
+print(json.dumps({name: name in sys.modules for name in ("numpy", "tensorflow.python")}))
+"""
+
+
+@pytest.mark.parametrize("golden, numpy", [(False, False), (True, True)])
+def test_the_exporter_loads_numpy_only_for_canaries(golden, numpy):
+    import json
+    import subprocess
+    import sys
+
+    from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR
+
+    golden_dir = STANDIN_GOLDEN_DIR if golden else ""  # no golden files: no canaries
+    result = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER_A_SCRAPE, golden_dir],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"numpy": numpy,
+                                                          "tensorflow.python": False}

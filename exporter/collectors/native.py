@@ -231,8 +231,10 @@ class NativeCollector:
     def __init__(self, metrics_path: str, base_paths: Callable[[], dict[str, str]],
                  passthrough: bool = False, max_passthrough_series: int = 1000,
                  dropped_counter=None, *, max_series: int = 100_000, max_models: int = 100,
-                 known_models: Callable[[], list[str]] = lambda: []) -> None:
+                 known_models: Callable[[], list[str]] = lambda: [],
+                 max_page_bytes: int = METRICS_PAGE_MAX_BYTES) -> None:
         self._path = metrics_path
+        self.max_page_bytes = max_page_bytes
         self.model_of = ModelPathMapper(base_paths)
         self.passthrough = passthrough
         self.max_passthrough_series = max_passthrough_series
@@ -306,7 +308,7 @@ class NativeCollector:
     def _fetch(self, scrape: Scrape) -> bytes:
         client = scrape.client("rest")
         reply = scrape.call("rest", lambda deadline: client.request(
-            "metrics_page", "GET", self._path, deadline, max_bytes=METRICS_PAGE_MAX_BYTES))
+            "metrics_page", "GET", self._path, deadline, max_bytes=self.max_page_bytes))
         if reply.status == 404:
             if not self._hinted:
                 log.warning(MONITORING_HINT, self._path)

@@ -1,20 +1,26 @@
 """The bridged counters (``request_count`` and the two ``model_path`` load families): what lasts
 across scrapes for each (``_CounterSpec``), one scrape's checked and capped samples
-(``_CounterSink``) and the family that renders them lazily. Separate from the histograms,
-which are read a whole series at a time.
+(``_CounterSink``), rendered as text with each series' line prefix kept across scrapes.
+Separate from the histograms, which are read a whole series at a time.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client.core import Metric
-from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from exporter.collectors.native_admission import _add_identity, _count_of, _identity
 from exporter.collectors.native_sink_base import _NO_CACHE, _Sink
+from exporter.exposition import EncodedFamilies, TextFamily, sample_prefix
 from exporter.tfserving.page_checks import INF, MAX_LABEL_TEXT, quote
 from exporter.tfserving.prometheus_page import Family, SizedCache, labels, str_bytes
+
+
+# Line prefixes of one counter's series (its exported label values): far above a real page
+# (one line per model and status, or per version), and what at most it holds.
+PREFIX_CACHE_ENTRIES = 20_000
+PREFIX_CACHE_BYTES = 2 << 20
 
 
 class _CounterSpec:
@@ -30,6 +36,16 @@ class _CounterSpec:
         self._resolve = resolve  # (parsed TF labels, model_of) -> exported labels dict
         self.scale = scale
         self.cache = cache if cache is not None else _NO_CACHE
+        # exported label values -> "name_total{labels} ", as prometheus_client writes it
+        self.prefixes = SizedCache(max_entries=PREFIX_CACHE_ENTRIES, max_bytes=PREFIX_CACHE_BYTES)
+        self.encoded = EncodedFamilies()
+
+    def prefix(self, key: tuple) -> str:
+        cached = self.prefixes.get(key)
+        if cached is None:
+            cached = sample_prefix(self.name + "_total", dict(zip(self.label_names, key)))
+            self.prefixes.put(key, cached, str_bytes(cached) + 60 * len(key) + 200)
+        return cached
 
     def entry(self, raw: str, model_of) -> tuple | str:
         """Raw label text → (model, key: the exported label values, TF series identity), or
@@ -43,41 +59,6 @@ class _CounterSpec:
         if cached:
             self.cache.put(raw, entry, str_bytes(raw) + 110 * len(key) + 400)
         return entry
-
-
-class _CounterFamily(Metric):
-    """A counter whose samples are made as they are rendered, one at a time: a Sample and its
-    labels dict cost ~350 bytes, which for 100,000 series would double what a conversion
-    holds. ``samples`` can be iterated (any number of times) and measured with len()."""
-
-    def __init__(self, spec: "_CounterSpec", by_model: dict) -> None:
-        self._spec = spec
-        self._by_model = by_model
-        super().__init__(spec.name, spec.documentation, "counter")
-
-    @property
-    def samples(self):
-        return _LazySamples(self._spec, self._by_model)
-
-    @samples.setter
-    def samples(self, value) -> None:  # Metric.__init__ sets an empty list
-        pass
-
-
-class _LazySamples:
-    def __init__(self, spec: "_CounterSpec", by_model: dict) -> None:
-        self._spec = spec
-        self._by_model = by_model
-
-    def __len__(self) -> int:
-        return sum(map(len, self._by_model.values()))
-
-    def __iter__(self):
-        spec = self._spec
-        total, names, scale = spec.name + "_total", spec.label_names, spec.scale
-        for series in self._by_model.values():
-            for key, (value, _) in series.items():
-                yield Sample(total, dict(zip(names, key)), scale(value))
 
 
 class _CounterSink(_Sink):
@@ -142,5 +123,9 @@ class _CounterSink(_Sink):
     def close(self) -> None:
         pass
 
-    def metric(self) -> Metric:
-        return _CounterFamily(self.spec, self.by_model)
+    def metric(self) -> TextFamily:
+        spec = self.spec
+        prefix_of, scale = spec.prefix, spec.scale
+        lines = [prefix_of(key) + floatToGoString(scale(value))
+                 for series in self.by_model.values() for key, (value, _) in series.items()]
+        return TextFamily(spec.name, "counter", spec.documentation, lines, spec.encoded)
