@@ -273,10 +273,12 @@ def main() -> int:
                         help="skip the canary, native-parse and proto-import measures")
     args = parser.parse_args()
 
-    rows = [measure_fleet(int(n), args.scrapes) for n in args.models.split(",")]
-    print("| models x 3 versions | /metrics p50 / p99 | CPU per scrape | exporter RSS | "
-          "ready / first full scrape | simulator's own page p50 / p99 | exporter / page p50 |")
-    print("|---|---|---|---|---|---|---|")
+    rows = [measure_fleet(int(n), args.scrapes) for n in args.models.split(",") if n]
+    if rows:
+        print("| models x 3 versions | /metrics p50 / p99 | CPU per scrape | exporter RSS | "
+              "ready / first full scrape | simulator's own page p50 / p99 | "
+              "exporter / page p50 |")
+        print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['models']} | {row['exporter'][0]:.1f} / {row['exporter'][1]:.1f} ms | "
               f"{row['cpu_ms']:.1f} ms | {row['rss']:.1f} MiB | "

@@ -314,9 +314,10 @@ class CollectorsConfig:
 @dataclass(frozen=True)
 class LimitsConfig:
     max_models: int = setting(
-        INTEGER, 100, check=_positive_int,
+        INTEGER, 300, check=_positive_int,
         doc="Models exported at most, by every collector (configured models first on "
-            "TF Serving's page); the rest are counted as dropped.")
+            "TF Serving's page); the rest are counted as dropped. 300 fits the other "
+            "defaults and the chart's 128 MiB (0.1.0: 100); for more: README, Performance.")
     max_versions_per_model: int = setting(
         INTEGER, 20, check=_positive_int, doc="Versions exported per model at most.")
     max_signatures_per_version: int = setting(

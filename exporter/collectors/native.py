@@ -88,9 +88,14 @@ MONITORING_HINT = (
 #                                                                         36 lines, all cached)
 #   histogram series (cells and checked bucket shapes), together 2 MiB  (~2,000 series)
 #   request_count label texts                                    1 MiB
-# about 15.3 MiB in all. Entry counts are capped from the series cap (half of it for bucket
+#   counter line prefixes (native_counters), each counter        2 MiB
+# about 21 MiB in all. Entry counts are capped from the series cap (half of it for bucket
 # lines, a twentieth for series). A bigger page is converted with the caches holding what fits
 # (lines beyond take the slower path: they are split, mapped and rendered each scrape).
+# What is reused from the last page is bounded by that page: the digests of its blocks that go
+# nowhere (prometheus_page.UnchangedBlocks, a few bytes a block), its histogram series
+# (native_histograms UNCHANGED SERIES, at most REPLAY_BYTES a family, mostly the exported lines
+# the last /metrics holds anyway) and each family's last /metrics text (EncodedFamilies).
 BUCKET_CACHE_BYTES = 8 << 20
 SERIES_CACHE_BYTES = 2 << 20
 REQUEST_CACHE_BYTES = 1 << 20

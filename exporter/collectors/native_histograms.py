@@ -30,7 +30,7 @@ from exporter.tfserving.prometheus_page import (Family, PageRestart, SizedCache,
 # with its _sum and _count lines, and nothing else) and read after a closed series; the rest
 # is read as before. What is remembered is the last page's series only, at most
 # REPLAY_BYTES (estimated) a family: beyond, series are read each scrape.
-REPLAY_BYTES = 4 << 20
+REPLAY_BYTES = 6 << 20
 
 
 def _count_text(value: float) -> str:
