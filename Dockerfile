@@ -67,7 +67,9 @@ LABEL org.opencontainers.image.title="tfserving-exporter" \
 COPY --from=builder /opt/venv /opt/venv
 
 # MALLOC_ARENA_MAX=2: with one glibc arena per thread, the per-request HTTP threads made RSS
-# creep up over a 10-minute soak; two arenas keep it flat (README: Soak).
+# creep up over a 10-minute soak; two arenas keep it flat (README: Soak). The exporter sets
+# the same itself when the variable is unset, and fixes glibc's mmap threshold
+# (exporter/allocator.py).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -240,7 +240,7 @@ def print_standin_table(rows: list[dict]) -> None:
               f"{row['cpu_ms']:.1f} ms | {row['rss']:.1f} MiB | "
               f"{row['lines']:,} / {row['bytes']:,} | "
               f"{row['tf_page_bytes']:,} ({'yes' if row['native'] else 'NO'}) | "
-              f"{row['floor_ms']:.2f} ms | {row['cpu_ms'] / row['floor_ms']:.1f}x |")
+              f"{row['floor_ms']:.2f} ms | {row['cpu_ms'] / row['floor_ms']:.2f}x |")
 
 
 def run_script(name: str, *args: str) -> str:
@@ -250,10 +250,12 @@ def run_script(name: str, *args: str) -> str:
 
 
 def import_cost(code: str) -> tuple[float, float]:
-    """Seconds and peak RSS (MiB) of a fresh interpreter running ``code``."""
-    probe = (f"import resource, time; t = time.perf_counter(); {code}; "
-             "print(time.perf_counter() - t, "
-             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    """Seconds and peak RSS (MiB) of a fresh interpreter running ``code``. The peak is VmHWM,
+    which starts over with the new program; ru_maxrss would carry this (large) process's peak
+    across the fork."""
+    probe = (f"import time; t = time.perf_counter(); {code}; "
+             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+             "print(time.perf_counter() - t, int(hwm.split()[1]) / 1024)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=300, check=True, cwd=os.path.dirname(HERE)).stdout.split()
     return float(out[-2]), float(out[-1])

@@ -82,6 +82,10 @@ class Collection:
         # make a protocol that still answers look down.
         pings = [scrape.submit(protocol, lambda protocol=protocol: self._ping(scrape, protocol))
                  for protocol in sorted(self.clients)]
+        for collector in self.collectors:  # calls whose wait can overlap the others' work
+            begin = getattr(collector, "begin", None)
+            if begin is not None:
+                begin(scrape)
         success = GaugeMetricFamily(
             "tfserving_exporter_collector_success",
             "1 if the collector succeeded in this scrape.", labels=["collector"])

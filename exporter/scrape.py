@@ -61,6 +61,7 @@ class Scrape:
         # reader waits for the first fetch instead of starting another.
         self._status_lock = threading.Lock()
         self._statuses: Mapping[str, list[VersionStatus] | BaseException] | None = None
+        self._started: dict[str, concurrent.futures.Future] = {}
 
     def client(self, protocol: str):
         return self.clients[protocol]
@@ -117,6 +118,23 @@ class Scrape:
         if duplicates:
             self._dropped("duplicate_version", duplicates)
         return statuses
+
+    def start(self, key: str, protocol: str, function: Callable[[], R]) -> None:
+        """Begin ``function`` on the protocol's pool now, for a collector that will want its
+        result later in this scrape (``started``): its wait overlaps the collectors before."""
+        self._started[key] = self.submit(protocol, function)
+
+    def started(self, key: str, function: Callable[[], R]) -> R:
+        """The result of what ``start`` began under ``key`` (by the deadline), or of
+        ``function()`` run now when nothing was started."""
+        future = self._started.pop(key, None)
+        if future is None:
+            return function()
+        try:
+            return future.result(timeout=max(self.deadline.remaining(), 0))
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            future.cancel()
+            raise _expired() from None
 
     def submit(self, protocol: str, function: Callable[[], R]) -> concurrent.futures.Future:
         """Run ``function`` on the protocol's pool, unless this scrape's deadline has passed by

@@ -61,10 +61,39 @@ def test_fake_tfserving_answers_as_tf_serving_does():
 def test_suite_prints_the_simulator_and_stand_in_tables():
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "suite.py"), "--models", "1",
-         "--standin-models", "2", "--scrapes", "5", "--row-seconds", "0", "--no-extras"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT)
+         "--standin-models", "2", "--traffic-models", "2", "--scrapes", "5",
+         "--row-seconds", "0", "--no-extras"],
+        capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "simulator's own page p50 / p99" in result.stdout
     assert "generate_latest floor" in result.stdout
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| 2 | 5 |")]
-    assert len(rows) == 1 and "(yes)" in rows[0], result.stdout
+    for page in ("unchanged", "every model's requests change"):
+        rows = [line for line in result.stdout.splitlines()
+                if line.startswith(f"| 2 | {page} | 5 |")]
+        assert len(rows) == 1 and "(yes)" in rows[0], result.stdout
+
+
+def test_the_stand_in_with_traffic_changes_its_page_on_every_read():
+    import requests
+
+    from tests.helpers import free_port, wait_until
+
+    grpc_port, rest_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics"
+    standin = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "fake_tfserving.py"), "--models", "2",
+         "--traffic", "--grpc-port", str(grpc_port), "--rest-port", str(rest_port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        first = wait_until(lambda: requests.get(url, timeout=5), timeout=30,
+                           message="stand-in").text
+        second = requests.get(url, timeout=5).text
+        count = ':tensorflow:serving:request_count{model_name="model_001",status="OK"} '
+        assert count + "1\n" in first and count + "2\n" in second
+        assert ('request_latency_count{model_name="model_000",API="predict",entrypoint="REST"} 2'
+                in second)
+        stages = [line for line in second.splitlines() if "load_latency_by_stage" in line]
+        assert stages and all(line in first.splitlines() for line in stages)  # loads stay
+    finally:
+        standin.terminate()
+        standin.wait(10)

@@ -15,7 +15,9 @@ class CollectorError(Exception):
 
 class ScrapeCollector(Protocol):
     """A collector that reads ``scrape.model_statuses()`` and cares over which protocol they
-    are fetched also has ``status_protocol``; all such collectors of a scrape must agree."""
+    are fetched also has ``status_protocol``; all such collectors of a scrape must agree. One
+    that makes a call whose wait can overlap the other collectors' work may also have
+    ``begin(scrape)``, called before any collector runs (``scrape.start``/``started``)."""
 
     name: str
 

@@ -326,9 +326,14 @@ class NativeCollector:
         self._hinted = False
         return reply.body  # decoded by the parser a slice at a time
 
+    def begin(self, scrape: Scrape) -> None:
+        """Ask for the page as the scrape starts: it travels while the status calls run."""
+        scrape.start("native_page", "rest", lambda: self._fetch(scrape))
+
     def collect(self, scrape: Scrape) -> Iterable[Metric]:
         try:
-            metrics = self.convert(self._fetch(scrape), expired=scrape.deadline.expired)
+            page = scrape.started("native_page", lambda: self._fetch(scrape))
+            metrics = self.convert(page, expired=scrape.deadline.expired)
         except PageDeadline as err:
             raise CollectorError(f"TF Serving's monitoring page: {err}") from None
         except PageError as err:

@@ -436,9 +436,11 @@ class _Reader:
         del self._buffer[:length]
         return body
 
-    def _received_into(self, length: int) -> bytes:
-        """The rest of a body of known length, received straight into its final place (a
-        multi-MB page would otherwise be copied once a read and once more at the end)."""
+    def _received_into(self, length: int) -> bytearray:
+        """The rest of a body of known length, received straight into its final place and
+        returned as it is, a bytearray (every reader of a body takes any bytes-like object):
+        a multi-MB page would otherwise be copied once a read and once more at the end, and
+        each copy of that size is a fresh mapping to fault in (exporter/allocator.py)."""
         body = bytearray(length)
         have = len(self._buffer)
         body[:have] = self._buffer
@@ -451,7 +453,7 @@ class _Reader:
                     raise _Closed(self.received == 0)
                 self.received += got
                 have += got
-        return bytes(body)
+        return body
 
     def _to_close(self, limit: int, cut: bool) -> tuple[bytes, bool, bool]:
         while True:
