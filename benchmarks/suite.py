@@ -306,8 +306,12 @@ def main() -> int:
     print(f"| canary compare, 1,000 examples x 10 outputs (p50 / p99) | "
           f"{median.group(1)} / {median.group(2)} ms |")
     parsed = re.search(r"parse \+ bridge per scrape: median ([\d.]+) ms, p99 ([\d.]+) ms", native)
-    print(f"| native page parse + bridge, 10,000 lines (p50 / p99) | "
+    print(f"| native page parse + bridge, 10,000 lines, every line read (p50 / p99) | "
           f"{parsed.group(1)} / {parsed.group(2)} ms |")
+    unchanged = re.search(r"page unchanged \(bytes\): median ([\d.]+) ms, p99 ([\d.]+) ms",
+                          native)
+    print(f"| the same, page unchanged since the last scrape (p50 / p99) | "
+          f"{unchanged.group(1)} / {unchanged.group(2)} ms |")
     print(f"| TF Serving protos, our loader: time / peak RSS | {ours[0]:.2f} s / {ours[1]:.0f} MiB |")
     print(f"| TF Serving protos imported normally (loads TensorFlow) | "
           f"{theirs[0]:.2f} s / {theirs[1]:.0f} MiB |")

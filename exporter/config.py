@@ -288,12 +288,13 @@ class NativeCollectorConfig:
         doc="Sample lines of the bridged families (requests, latencies, loads) exported "
             "at most, whole series at a time; the rest are counted in "
             '`tfserving_exporter_dropped_total{kind="native_series"}`. About 80 a model '
-            "(150 with both REST and gRPC traffic): README, Performance.")
+            "with 3 versions and one API in use, 36 more for each further API or entrypoint "
+            "(README, Many models).")
     max_page_size: int = setting(
         BYTE_SIZE, "16MiB", check=_page_size,
         doc="Largest TF Serving page read; a larger one fails the native collector (it is "
-            "held in memory while read). About 13 KiB a loaded model version: README, "
-            "Performance.")
+            "held in memory while read). About 10 KiB a loaded version plus 8 KiB a model "
+            "and API in use (README, Many models).")
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,7 @@ class LimitsConfig:
         INTEGER, 300, check=_positive_int,
         doc="Models exported at most, by every collector (configured models first on "
             "TF Serving's page); the rest are counted as dropped. 300 fits the other "
-            "defaults and the chart's 128 MiB (0.1.0: 100); for more: README, Performance.")
+            "defaults and the chart's 128 MiB (0.1.0: 100); for more: README, Many models.")
     max_versions_per_model: int = setting(
         INTEGER, 20, check=_positive_int, doc="Versions exported per model at most.")
     max_signatures_per_version: int = setting(

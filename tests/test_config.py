@@ -194,7 +194,7 @@ def test_defaults():
     assert config.collectors.status == CollectorConfig(enabled=True, protocol="grpc")
     assert config.collectors.metadata == CollectorConfig(enabled=True, protocol="grpc")
     assert config.limits == config_module.LimitsConfig(
-        max_models=100, max_versions_per_model=20, max_signatures_per_version=50,
+        max_models=300, max_versions_per_model=20, max_signatures_per_version=50,
         max_tensors_per_signature=100)
     assert config.web.listen_address == ":9850"
     assert config.web.telemetry_path == "/metrics"

@@ -134,7 +134,8 @@ def value(samples: dict, name: str, **labels) -> float | None:
 
 
 class FakeScrape:
-    """What NativeCollector.collect needs of a scrape: a REST client, call(), a deadline."""
+    """What NativeCollector.collect needs of a scrape: a REST client, call(), started(), a
+    deadline."""
 
     def __init__(self, body: bytes, deadline: Deadline) -> None:
         self.deadline = deadline
@@ -151,6 +152,9 @@ class FakeScrape:
 
     def call(self, protocol, operation, *args):
         return operation(*args, self.deadline)
+
+    def started(self, key, function):  # nothing begun ahead: run it now, as Scrape does
+        return function()
 
 
 # ---------------------------------------------------------------------------------------------

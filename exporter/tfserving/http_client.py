@@ -22,10 +22,13 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 from urllib.parse import urlsplit
 
 from exporter import __version__
 from exporter.tfserving.deadline import Deadline
+
+T = TypeVar("T")
 
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers; TF Serving sends a few hundred bytes
 MAX_HEADERS = 100
@@ -106,18 +109,16 @@ class _Connection:
             view = view[sent:]
 
     def recv_into(self, view: memoryview, deadline: Deadline, what: str) -> int:
-        while True:
-            try:
-                return self.sock.recv_into(view)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                _poll(self.sock, False, deadline, what)
-            except ssl.SSLWantWriteError:
-                _poll(self.sock, True, deadline, what)
+        return self._reading(lambda: self.sock.recv_into(view), deadline, what)
 
     def recv(self, deadline: Deadline, what: str) -> bytes:
+        return self._reading(lambda: self.sock.recv(_RECV_BYTES), deadline, what)
+
+    def _reading(self, read: Callable[[], T], deadline: Deadline, what: str) -> T:
+        """``read()`` on the non-blocking socket, waiting (by the deadline) until it can."""
         while True:
             try:
-                return self.sock.recv(_RECV_BYTES)
+                return read()
             except (BlockingIOError, ssl.SSLWantReadError):
                 _poll(self.sock, False, deadline, what)
             except ssl.SSLWantWriteError:
