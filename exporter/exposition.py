@@ -14,7 +14,6 @@ moved to text keeps every byte of its lines.
 from __future__ import annotations
 
 import math
-import threading
 from typing import Callable, Generic, Hashable, Iterable, TypeVar
 
 from prometheus_client.exposition import choose_encoder
@@ -68,7 +67,6 @@ class RenderedText(Generic[V]):
     def __init__(self, by_identity: bool = False) -> None:
         self._entries: dict[Hashable, tuple[object, V]] = {}
         self._by_identity = by_identity
-        self._lock = threading.Lock()
 
     def get(self, key: Hashable, content: object, render: Callable[[], V]) -> V:
         entry = self._entries.get(key)
@@ -81,9 +79,9 @@ class RenderedText(Generic[V]):
 
     def keep_only(self, keys: Iterable[Hashable]) -> None:
         keep = set(keys)
-        with self._lock:
-            for key in [key for key in self._entries if key not in keep]:
-                self._entries.pop(key, None)
+        # list() copies the keys in one step: a concurrent get() may insert meanwhile.
+        for key in [key for key in list(self._entries) if key not in keep]:
+            self._entries.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -167,6 +165,12 @@ def encode(families: Iterable, registries: Iterable, accept_header: str) -> tupl
     for family in families:
         (prerendered if isinstance(family, TextFamily) else standard).append(family)
     encoder, content_type = choose_encoder(accept_header)
+    if "escaping=dots" in content_type:
+        # The one escaping that rewrites valid names (``_`` as ``__``): prometheus_client's
+        # encoder renders these families too, from their samples.
+        standard.extend(family for text in prerendered
+                        for family in text_string_to_metric_families(text.render()))
+        prerendered = []
     body = encoder(_Sources([_Families(standard), *registries]))
     if not prerendered:
         return body, content_type

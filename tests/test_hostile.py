@@ -483,3 +483,22 @@ def test_reload_endpoint_can_be_switched_off(start):
     exporter = start("--web.enable-lifecycle=false")
     reply = requests.post(exporter.url + "/-/reload", timeout=10)
     assert reply.status_code == 403 and "SIGHUP" in reply.text
+
+
+def test_a_page_over_max_page_size_fails_the_native_collector_naming_the_setting(
+        start, rest, tmp_path):
+    lines = [f':tensorflow:serving:request_count{{model_name="m{i:05d}",status="OK"}} 1'
+             for i in range(2_000)]  # ~150 KiB
+    rest.route(PAGE, Reply(page(lines, {":tensorflow:serving:request_count": "counter"}),
+                           content_type="text/plain"))
+    config = tmp_path / "page.yaml"
+    config.write_text("collectors:\n  native:\n    max_page_size: 64KiB\n")
+    exporter = start(config_file=str(config))
+    text = keeps_the_promise(exporter)
+    assert success(text, "native") == 0 and success(text, "status") == 1
+    wait_until(lambda: "larger than collectors.native.max_page_size (64KiB)"
+               in exporter.log_text(), timeout=10, message="the log line")
+    # raised, the same page is bridged
+    config.write_text("collectors:\n  native:\n    max_page_size: 1MiB\n")
+    bigger = start(config_file=str(config))
+    assert success(keeps_the_promise(bigger), "native") == 1

@@ -50,23 +50,34 @@ counter_lines = st.builds(
     st.sampled_from(["1", "7"]))
 
 
-def _page(groups: list[list[str]]) -> bytes:
-    """TF's layout: each family's lines under its TYPE line, in the order first seen."""
+# TYPE lines that change where a histogram's lines belong (a family typed otherwise, or its
+# _bucket samples declared a family of their own).
+RETYPES = [(REQUEST_LATENCY, "untyped"), (REQUEST_LATENCY + "_bucket", "gauge"),
+           (":tensorflow:serving:runtime_latency_count", "counter")]
+
+
+def _page(groups: list[list[str]], retypes=()) -> bytes:
+    """TF's layout: each family's lines under its TYPE line, in the order first seen; then
+    the ``retypes`` TYPE lines."""
     by_family: dict[str, list[str]] = {}
     for lines in groups:
         family = lines[0].split("{", 1)[0].rsplit("_", 1)[0]
         if family.endswith(":request"):
             family = ":tensorflow:serving:request_count"
         by_family.setdefault(family, []).extend(lines)
+    kinds = dict(retypes)
     text = []
     for family, lines in by_family.items():
         kind = "counter" if family.endswith("request_count") else "histogram"
-        text.append(f"# TYPE {family} {kind}")
+        text.append(f"# TYPE {family} {kinds.pop(family, kind)}")
         text.extend(lines)
+    text.extend(f"# TYPE {name} {kind}" for name, kind in kinds.items())
     return ("\n".join(text) + "\n").encode()
 
 
-pages = st.lists(st.one_of(series, counter_lines), max_size=12).map(_page)
+pages = st.builds(_page, st.lists(st.one_of(series, counter_lines), max_size=12),
+                  st.lists(st.sampled_from(RETYPES), max_size=2, unique=True)
+                  | st.just([]))
 options = st.fixed_dictionaries({
     "passthrough": st.booleans(), "max_series": st.sampled_from([5, 20, 100_000]),
     "max_models": st.sampled_from([1, 2, 100])})
@@ -151,3 +162,54 @@ def test_unwanted_blocks_are_counted_once_read(changed):
             collector.convert(garbled)
     else:
         collector.convert(garbled)
+
+
+def test_a_page_of_type_lines_is_read_whole_and_nothing_is_remembered():
+    from exporter.tfserving.prometheus_page import MAX_BLOCKS
+
+    page = "".join(f"# TYPE m{i} gauge\nm{i} 1\n" for i in range(MAX_BLOCKS + 1)).encode()
+    collector, _ = _collector({"passthrough": False, "max_series": 100_000, "max_models": 100})
+    collector.convert(page)
+    assert len(collector._unchanged._blocks) == 0
+    small = page[:page.index(b"# TYPE m10 ")]
+    collector.convert(small)
+    assert len(collector._unchanged._blocks) == 10  # a page of TF's size: its blocks
+
+
+def test_a_third_tail_line_after_a_replayed_series_meets_what_reading_it_leaves():
+    """The series is read after all (not the whole page again): a line the fast parser takes
+    and the line-by-line one refuses elsewhere on the page does not change the outcome."""
+    good = _histogram(REQUEST_LATENCY, "a", "predict", [0, 1, 1], "30", "1", False)
+    odd = '# TYPE foo untyped\nfoo{x="} 1'
+    settings = {"passthrough": False, "max_series": 100_000, "max_models": 100}
+    seasoned, seasoned_drops = _collector(settings)
+    seasoned.convert(_page([good]))
+    broken = _page([good + [good[-2]]]) + odd.encode() + b"\n"
+    fresh, fresh_drops = _collector(settings)
+    assert _outcome(seasoned, seasoned_drops, broken) == _outcome(fresh, fresh_drops, broken)
+    assert "two _sum lines" in seasoned.last_tally.problem
+
+
+def test_series_that_lose_tf_shape_are_not_remembered():
+    settings = {"passthrough": False, "max_series": 100_000, "max_models": 100}
+    collector, _ = _collector(settings)
+    groups = []
+    for index in range(20):
+        lines = _histogram(REQUEST_LATENCY, MODELS[index % 3], "predict", [0, 1, index],
+                           str(index), str(index), False)
+        groups.append(lines + [lines[-2]] if index % 2 else lines)  # odd ones: a third tail
+    collector.convert(_page(groups))
+    replay = collector.specs[REQUEST_LATENCY].replay
+    assert replay and all(entry.outcome is not None for entry in replay.values())
+    assert len(replay) <= 10
+
+
+@pytest.mark.parametrize("retype", RETYPES[:2])
+def test_a_series_is_not_replayed_where_this_pages_type_lines_send_it_elsewhere(retype):
+    good = _histogram(REQUEST_LATENCY, "a", "predict", [0, 1, 1], "30", "1", False)
+    settings = {"passthrough": False, "max_series": 100_000, "max_models": 100}
+    seasoned, seasoned_drops = _collector(settings)
+    seasoned.convert(_page([good]))
+    retyped = _page([good], [retype])
+    fresh, fresh_drops = _collector(settings)
+    assert _outcome(seasoned, seasoned_drops, retyped) == _outcome(fresh, fresh_drops, retyped)

@@ -182,3 +182,24 @@ def record() -> None:
 
 if __name__ == "__main__":
     record()
+
+
+def test_names_escaped_with_dots_when_asked_are_escaped_in_every_family(
+        standin, start_exporter_with, tmp_path):
+    """prometheus_client honours ``escaping=dots`` (``_`` written ``__``); the families the
+    exporter renders as text follow it too."""
+    grpc_port, rest_port = standin
+    exporter = start_exporter_with({
+        "tfserving.grpc_address": f"127.0.0.1:{grpc_port}",
+        "tfserving.rest_address": f"http://127.0.0.1:{rest_port}",
+        "tfserving.model_config_file": write_models_config(str(tmp_path))})
+    accept = {"Accept": "text/plain;version=1.0.0;escaping=dots"}
+    text = wait_until(lambda: (lambda t: t if "tfserving__model__version__state{" in t
+                               else None)(requests.get(exporter.url + "/metrics",
+                                                       headers=accept, timeout=10).text),
+                      timeout=30, message="escaped names")
+    for family in ("tfserving__model__version__state", "tfserving__requests__total",
+                   "tfserving__request__duration__seconds__bucket",
+                   "tfserving__model__signature__info"):
+        assert f"\n{family}{{" in text, family
+    assert "\ntfserving_model_version_state{" not in text

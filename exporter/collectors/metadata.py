@@ -137,7 +137,7 @@ class MetadataCollector:
                 key, result, lambda: _render(model, version, result, MAX_TENSOR_SERIES))
             if count > tensor_budget:
                 info, tensors, count = _render(model, version, result, max(tensor_budget, 0))
-                left_out_tensors += _tensor_total(result) - count
+            left_out_tensors += _tensor_total(result) - count  # past the page's budget
             tensor_budget -= count
             if info:
                 info_lines.append(info)

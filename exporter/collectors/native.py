@@ -49,12 +49,13 @@ from exporter.collectors.native_passthrough import (PASSTHROUGH_FAMILY_SLACK, _P
                                                     passthrough_name)
 from exporter.collectors.native_sink_base import _Sink
 from exporter.collectors.native_units import MICROSECONDS, seconds_text, to_seconds
+from exporter.config_kinds import format_byte_size
 from exporter.scrape import Scrape
 from exporter.tfserving import page_checks as checks
 from exporter.tfserving.page_checks import INF, Tally
 from exporter.tfserving.prometheus_page import (CachePool, Families, PageDeadline, PageError,
                                                 SizedCache, UnchangedBlocks, link, parse_page)
-from exporter.tfserving.rest_client import METRICS_PAGE_MAX_BYTES
+from exporter.tfserving.rest_client import METRICS_PAGE_MAX_BYTES, ReplyTooLarge
 
 __all__ = ["BATCH_QUEUING", "BRIDGED", "BUCKET_CACHE_BYTES", "LOAD_ATTEMPTS", "LOAD_LATENCY",
            "MICROSECONDS", "MONITORING_HINT", "PASSTHROUGH_FAMILY_SLACK", "PROBLEM_LOG_SECONDS",
@@ -93,7 +94,7 @@ MONITORING_HINT = (
 # lines, a twentieth for series). A bigger page is converted with the caches holding what fits
 # (lines beyond take the slower path: they are split, mapped and rendered each scrape).
 # What is reused from the last page is bounded by that page: the digests of its blocks that go
-# nowhere (prometheus_page.UnchangedBlocks, a few bytes a block), its histogram series
+# nowhere (prometheus_page.UnchangedBlocks, at most 4,096 blocks), its histogram series
 # (native_histograms UNCHANGED SERIES, at most REPLAY_BYTES a family, mostly the exported lines
 # the last /metrics holds anyway) and each family's last /metrics text (EncodedFamilies).
 BUCKET_CACHE_BYTES = 8 << 20
@@ -312,8 +313,14 @@ class NativeCollector:
 
     def _fetch(self, scrape: Scrape) -> bytes:
         client = scrape.client("rest")
-        reply = scrape.call("rest", lambda deadline: client.request(
-            "metrics_page", "GET", self._path, deadline, max_bytes=self.max_page_bytes))
+        try:
+            reply = scrape.call("rest", lambda deadline: client.request(
+                "metrics_page", "GET", self._path, deadline, max_bytes=self.max_page_bytes))
+        except ReplyTooLarge as err:
+            raise CollectorError(
+                f"TF Serving's monitoring page is larger than collectors.native.max_page_size "
+                f"({format_byte_size(self.max_page_bytes)}); raise it for this many models "
+                f"(README, Many models): {err.message}") from None
         if reply.status == 404:
             if not self._hinted:
                 log.warning(MONITORING_HINT, self._path)

@@ -18,8 +18,7 @@ from exporter.exposition import (EncodedFamilies, TextFamily, format_value,
                                  label_text as render_labels)
 from exporter.tfserving import page_checks as checks
 from exporter.tfserving.page_checks import INF, MAX_BUCKETS, MAX_LABEL_TEXT, quote
-from exporter.tfserving.prometheus_page import (Family, PageRestart, SizedCache, labels,
-                                                split_le, str_bytes)
+from exporter.tfserving.prometheus_page import Family, SizedCache, labels, split_le, str_bytes
 
 # UNCHANGED SERIES. A series of TF Serving's page whose lines (its buckets, then _sum, then
 # _count) are byte for byte those of a series on the last page gives the same result: the
@@ -170,7 +169,9 @@ class _HistogramSink(_Sink):
         self._other_lines = 0  # _sum, _count and buckets beyond MAX_BUCKETS
         self._problem: str | None = None
         self._replayed: _Remembered | None = None  # the open series, replayed
+        self._replayed_at: tuple | None = None  # (reader, start, end) of its lines
         self._recording: _Remembered | None = None  # the open series, to be remembered
+        self._recording_digest = b""
 
     def adder(self, family: Family, sample_name: str):
         """What takes the runs of one sample name (the parser asks once per name)."""
@@ -229,10 +230,12 @@ class _HistogramSink(_Sink):
                 self._close()
                 self._start(self.spec.cell(raw))
             elif self._replayed is not None:
-                # A third tail line of a replayed series (not TF's shape): the page is read
-                # again line by line, which has the lines a replay does not keep.
-                raise PageRestart()
-            self._recording = None  # no longer TF's shape: not remembered
+                # A third tail line of a replayed series (not TF's shape): the series' lines
+                # are read after all, so that this line meets the state reading leaves.
+                self._read_replayed()
+            if self._recording is not None:  # no longer TF's shape: not remembered
+                self._next_replay.pop(self._recording_digest, None)
+                self._recording = None
             if is_sum:
                 if self._sum is not None:
                     self._problem = "two _sum lines"
@@ -257,7 +260,10 @@ class _HistogramSink(_Sink):
         marker, bucket_start = spec.count_marker, spec.bucket_start
         remembered, remember = spec.replay, self._next_replay
         position = page.find(b"\n", start, stop) + 1  # after the TYPE line
-        if position == 0:
+        router = reader.router
+        if position == 0 or any(router.family_name(name) != family.name for name in (
+                spec.bucket_name, spec.sum_name, spec.count_name)):
+            # This page's TYPE lines send some of the series' lines elsewhere: read as written.
             reader.read(start, stop)
             return
         reader.read(start, position - 1)
@@ -291,6 +297,7 @@ class _HistogramSink(_Sink):
             self._cell = known.cell
             self._sum = self._count = ""  # closed by the next line of another series
             self._replayed = known
+            self._replayed_at = (reader, start, end)
             self.lines_read += known.page_lines
             if digest not in remember:
                 remember[digest] = known
@@ -305,6 +312,13 @@ class _HistogramSink(_Sink):
                 and digest not in remember):
             self._recording = remember[digest] = _Remembered(
                 self._cell, lines, len(self._entries))
+            self._recording_digest = digest
+
+    def _read_replayed(self) -> None:
+        reader, start, end = self._replayed_at
+        self._start(None)
+        lines, _, _ = reader.read(start, end)
+        reader.done -= lines  # counted once already, when replayed
 
     def _close(self) -> None:
         cell = self._cell

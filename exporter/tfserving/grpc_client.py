@@ -23,6 +23,9 @@ MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 # Status calls of one scrape in flight at once on the channel (gRPC futures, no thread each):
 # enough to overlap a thousand models' round trips, few enough not to flood TF Serving.
 STATUS_CALLS_IN_FLIGHT = 64
+# Status replies kept to tell an unchanged one (a few dozen bytes a version); larger ones are
+# parsed each time rather than held.
+STATUS_MEMO_MAX_BYTES = 16 << 10
 
 CallObserver = Callable[[str, str, float], None]
 
@@ -180,12 +183,12 @@ class GrpcClient:
         a model's request is serialized once, and a reply equal to the model's last one is
         not parsed again (most scrapes of a steady server)."""
         results: list = [None] * len(models)
-        in_flight: list[tuple[int, object, float]] = []  # (index, future, started)
+        in_flight: list[tuple[int, object]] = []  # (index, future)
         requests, replies = self._status_requests, self._status_replies
         next_requests: dict[str, bytes] = {}
         next_replies: dict[bytes, list[VersionStatus]] = {}
 
-        def finish(index: int, future, started: float) -> None:
+        def finish(index: int, future) -> None:
             try:
                 reply = future.result(timeout=max(deadline.remaining(), 0) + 1.0)
             except grpc.FutureTimeoutError:  # gRPC ends the call at its deadline; this is slack
@@ -200,8 +203,6 @@ class GrpcClient:
             except (grpc.RpcError, ValueError) as err:
                 results[index] = _call_error("model_status", err)
                 return
-            finally:
-                self._observe(PROTOCOL, "model_status", time.monotonic() - started)
             statuses = replies.get(reply)
             if statuses is None:
                 try:
@@ -209,7 +210,8 @@ class GrpcClient:
                 except TFServingError as err:
                     results[index] = err
                     return
-            next_replies[reply] = statuses
+            if len(reply) <= STATUS_MEMO_MAX_BYTES:
+                next_replies[reply] = statuses
             results[index] = list(statuses)
 
         for index, model in enumerate(models):
@@ -229,7 +231,10 @@ class GrpcClient:
             except ValueError as err:  # the channel was closed (shutdown, reload)
                 results[index] = _call_error("model_status", err)
                 continue
-            in_flight.append((index, future, started))
+            # Timed when it ends (on gRPC's thread), not when this loop gets to it.
+            future.add_done_callback(lambda _, started=started: self._observe(
+                PROTOCOL, "model_status", time.monotonic() - started))
+            in_flight.append((index, future))
         for entry in in_flight:
             finish(*entry)
         # The last call's only: bounded by the models one scrape covers.

@@ -323,18 +323,22 @@ class _Router:
         family = self.families.get(name)
         return family.type if family is not None else self.kinds.get(name)
 
-    def route(self, sample_name: str):
-        """The adder (called with the samples of a run) for a sample name already checked to
-        be a valid name, or None."""
-        family_name = sample_name
+    def family_name(self, sample_name: str) -> str:
+        """The family a sample name belongs to on this page (its TYPE lines decide whether
+        ``x_bucket`` is a sample of the histogram ``x`` or a family of its own)."""
         if sample_name not in self.families and sample_name not in self.kinds:
             for suffix in _HISTOGRAM_SUFFIXES:
                 if sample_name.endswith(suffix):
                     base = sample_name[: -len(suffix)]
                     if self._kind(base) in ("histogram", "summary"):
-                        family_name = base
+                        return base
                     break
-        decision = self.family(family_name)
+        return sample_name
+
+    def route(self, sample_name: str):
+        """The adder (called with the samples of a run) for a sample name already checked to
+        be a valid name, or None."""
+        decision = self.family(self.family_name(sample_name))
         add = None
         if decision is not None:
             family, sink = decision
@@ -384,16 +388,21 @@ def parse_page(page: str | bytes, wanted: Callable[[str], object] | None = None,
     router = _Router(wanted)
     if isinstance(page, str):
         unchanged = None
-    starts: list[tuple[int, str]] = []
+    starts: list[tuple[int, str]] | None = [] if unchanged is not None else None
     for position, name, kind in _type_lines(page, end, expired):
         if kind not in _TYPES:
             return _parse_lines(page, wanted, expired, end)  # reports the line
         router.declare(name, kind)
-        starts.append((position, name))
+        if starts is not None:
+            starts.append((position, name))
+            if len(starts) > MAX_BLOCKS:
+                starts = None  # a page of TYPE lines: read whole, nothing remembered
     reader = _BlockReader(page, end, newline, router, expired)
     try:
-        if unchanged is None:
+        if starts is None:
             reader.read(0, end)
+            if unchanged is not None:
+                unchanged.remember({})
         else:
             _read_blocks(reader, starts, unchanged)
     except PageRestart:
@@ -496,9 +505,9 @@ def _read_blocks(reader: _BlockReader, starts: list[tuple[int, str]],
         digest = unchanged.digest(reader.page, block_start, block_end)
         known = unchanged.known(digest, router)
         if known is not None:
-            families.skipped += known
-            seen[digest] = unchanged.entry(digest)
-            reader.skip(seen[digest][1])
+            families.skipped += known[0]
+            seen[digest] = known
+            reader.skip(known[1])
             continue
         names: dict[str, None] = {}
         lines, skipped, taken = reader.read(block_start, block_end, names)
@@ -507,6 +516,10 @@ def _read_blocks(reader: _BlockReader, starts: list[tuple[int, str]],
     unchanged.remember(seen)
 
 
+# A page is read a block at a time (and its unchanged blocks remembered) only up to this many
+# TYPE lines: TF Serving writes a few dozen; a page of hundreds of thousands is read whole, as
+# one block, so what a scrape builds and keeps stays small (a few hundred KiB at most).
+MAX_BLOCKS = 4096
 # A block remembered by UnchangedBlocks lists its sample names (to check they still go nowhere);
 # one with more distinct runs than this is simply read again each time.
 MAX_BLOCK_NAMES = 64
@@ -519,7 +532,7 @@ class UnchangedBlocks:
     reads it once and afterwards only hashes it (in C, about 1.7 GB/s here). A block is
     skipped only while its sample names still go nowhere (the wanted families, and the TYPE
     lines that decide where a ``_bucket`` sample belongs, are the current page's). Holds the
-    last page's blocks only: bounded by the number of TYPE lines a page can carry."""
+    last page's blocks only, at most MAX_BLOCKS."""
 
     def __init__(self) -> None:
         self._blocks: dict[bytes, tuple[int, int, tuple[str, ...]]] = {}
@@ -528,25 +541,19 @@ class UnchangedBlocks:
     def digest(page: bytes, start: int, stop: int) -> bytes:
         return hashlib.sha256(memoryview(page)[start:stop]).digest()
 
-    def known(self, digest: bytes, router: "_Router") -> int | None:
-        """The block's sample count when it can be skipped, else None."""
+    def known(self, digest: bytes, router: "_Router") -> tuple[int, int, tuple[str, ...]] | None:
+        """The block's entry (samples, lines, sample names) when it can be skipped, else None:
+        one lookup, so a concurrent scrape's ``remember`` cannot take it away halfway."""
         entry = self._blocks.get(digest)
         if entry is None:
             return None
-        skipped, _, names = entry
-        for name in names:
+        for name in entry[2]:
             add = router.routes.get(name, _MISSING)
             if add is _MISSING:
                 add = router.route(name)
             if add is not None:
                 return None
-        return skipped
-
-    def lines(self, digest: bytes) -> int:
-        return self._blocks[digest][1]
-
-    def entry(self, digest: bytes) -> tuple[int, int, tuple[str, ...]]:
-        return self._blocks[digest]
+        return entry
 
     def remember(self, blocks: dict[bytes, tuple[int, int, tuple[str, ...]]]) -> None:
         self._blocks = blocks

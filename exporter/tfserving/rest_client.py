@@ -45,6 +45,10 @@ class RestReply:
         self.body = body
 
 
+class ReplyTooLarge(TFServingError):
+    """TF Serving's reply is over the size budget of its kind (a BAD_REPLY)."""
+
+
 def _bad_reply(api: str, what: str) -> TFServingError:
     return TFServingError(PROTOCOL, api, "BAD_REPLY", what, reached=True)
 
@@ -148,6 +152,9 @@ class RestClient:
         except http_client.HttpTimeout as err:
             raise TFServingError(PROTOCOL, api, "DEADLINE_EXCEEDED", f"{url}: {err}",
                                  reached=False) from None
+        except http_client.HttpTooLarge as err:
+            raise ReplyTooLarge(PROTOCOL, api, "BAD_REPLY", f"{url}: {err}",
+                                reached=True) from None
         except http_client.HttpBadReply as err:
             raise _bad_reply(api, f"{url}: {err}") from None
         except http_client.HttpError as err:
