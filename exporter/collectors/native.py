@@ -334,19 +334,22 @@ class NativeCollector:
         return reply.body  # decoded by the parser a slice at a time
 
     def begin(self, scrape: Scrape) -> None:
-        """Ask for the page as the scrape starts: it travels while the status calls run."""
-        scrape.start("native_page", "rest", lambda: self._fetch(scrape))
+        """Ask for the page and convert it as the scrape starts, on the REST pool: the page
+        travels, and is read, while the status calls wait on TF Serving."""
+        scrape.start("native_page", "rest", lambda: self._page_metrics(scrape))
 
     def collect(self, scrape: Scrape) -> Iterable[Metric]:
+        metrics = scrape.started("native_page", lambda: self._page_metrics(scrape))
+        self._log_problem()
+        yield from metrics
+
+    def _page_metrics(self, scrape: Scrape) -> list[Metric]:
         try:
-            page = scrape.started("native_page", lambda: self._fetch(scrape))
-            metrics = self.convert(page, expired=scrape.deadline.expired)
+            return self.convert(self._fetch(scrape), expired=scrape.deadline.expired)
         except PageDeadline as err:
             raise CollectorError(f"TF Serving's monitoring page: {err}") from None
         except PageError as err:
             raise CollectorError(f"cannot parse TF Serving's monitoring page: {err}") from None
-        self._log_problem()
-        yield from metrics
 
     def _log_problem(self) -> None:
         tally = self.last_tally
