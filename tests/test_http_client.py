@@ -186,3 +186,27 @@ def test_https_verifies_the_server_certificate(pki):  # noqa: F811
         client.close()
         thread.join(timeout=5)
     listener.close()
+
+
+def test_body_buffers_lend_kept_memory_and_bound_what_they_keep():
+    from exporter.tfserving.http_client import BodyBuffers
+
+    buffers = BodyBuffers(max_bytes=1000, count=1)
+    first = buffers.take(600)
+    assert isinstance(first, bytearray) and len(first) == 600
+    buffers.give(first)
+    again = buffers.take(590)  # the same memory, cut to the new length
+    assert again is first and len(again) == 590
+    other = buffers.take(590)  # lent out already: memory of its own
+    assert other is not first
+    buffers.give(again)
+    buffers.give(other)  # one kept at most
+    assert buffers.take(10) is again and buffers.take(10) is not other
+    big = buffers.take(5000)  # over max_bytes: never kept
+    buffers.give(big)
+    assert buffers.take(5000) is not big
+    held = buffers.take(100)
+    buffers.give(held)
+    view = memoryview(held)  # a view still alive: the buffer cannot be resized, so not used
+    assert buffers.take(50) is not held
+    view.release()

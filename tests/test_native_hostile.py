@@ -144,7 +144,7 @@ class FakeScrape:
     def client(self, protocol: str):
         return self
 
-    def request(self, api, method, path, deadline, max_bytes=None):
+    def request(self, api, method, path, deadline, max_bytes=None, buffers=None):
         class Reply:
             status = 200
             body = self._body

@@ -55,6 +55,7 @@ from exporter.tfserving import page_checks as checks
 from exporter.tfserving.page_checks import INF, Tally
 from exporter.tfserving.prometheus_page import (CachePool, Families, PageDeadline, PageError,
                                                 SizedCache, UnchangedBlocks, link, parse_page)
+from exporter.tfserving.http_client import BodyBuffers
 from exporter.tfserving.rest_client import METRICS_PAGE_MAX_BYTES, ReplyTooLarge
 
 __all__ = ["BATCH_QUEUING", "BRIDGED", "BUCKET_CACHE_BYTES", "LOAD_ATTEMPTS", "LOAD_LATENCY",
@@ -97,7 +98,11 @@ MONITORING_HINT = (
 # nowhere (prometheus_page.UnchangedBlocks, at most 4,096 blocks), its histogram series
 # (native_histograms UNCHANGED SERIES, at most REPLAY_BYTES a family, mostly the exported lines
 # the last /metrics holds anyway) and each family's last /metrics text (EncodedFamilies).
+# The memory the page is received into is kept for the next scrape up to PAGE_BUFFER_BYTES.
 BUCKET_CACHE_BYTES = 8 << 20
+# A page up to this size is received into memory kept from the last scrape (one buffer; a
+# bigger page, or a second concurrent scrape, gets its own): ~200 models x 3 versions.
+PAGE_BUFFER_BYTES = 8 << 20
 SERIES_CACHE_BYTES = 2 << 20
 REQUEST_CACHE_BYTES = 1 << 20
 
@@ -254,6 +259,7 @@ class NativeCollector:
         self._problem_logged_at = -INF
         # The page's blocks that go nowhere (most of it), read once while they do not change.
         self._unchanged = UnchangedBlocks()
+        self._buffers = BodyBuffers(PAGE_BUFFER_BYTES)
         bucket_pool = CachePool(BUCKET_CACHE_BYTES)
         cell_pool = CachePool(SERIES_CACHE_BYTES * 5 // 8)  # cells are bigger than shapes
         shape_pool = CachePool(SERIES_CACHE_BYTES * 3 // 8)
@@ -315,7 +321,8 @@ class NativeCollector:
         client = scrape.client("rest")
         try:
             reply = scrape.call("rest", lambda deadline: client.request(
-                "metrics_page", "GET", self._path, deadline, max_bytes=self.max_page_bytes))
+                "metrics_page", "GET", self._path, deadline, max_bytes=self.max_page_bytes,
+                buffers=self._buffers))
         except ReplyTooLarge as err:
             raise CollectorError(
                 f"TF Serving's monitoring page is larger than collectors.native.max_page_size "
@@ -344,12 +351,17 @@ class NativeCollector:
         yield from metrics
 
     def _page_metrics(self, scrape: Scrape) -> list[Metric]:
+        page = None
         try:
-            return self.convert(self._fetch(scrape), expired=scrape.deadline.expired)
+            page = self._fetch(scrape)
+            return self.convert(page, expired=scrape.deadline.expired)
         except PageDeadline as err:
             raise CollectorError(f"TF Serving's monitoring page: {err}") from None
         except PageError as err:
             raise CollectorError(f"cannot parse TF Serving's monitoring page: {err}") from None
+        finally:
+            if page is not None:  # nothing built from it refers to it: strings are copies
+                self._buffers.give(page)
 
     def _log_problem(self) -> None:
         tally = self.last_tally

@@ -211,10 +211,12 @@ class HttpClient:
 
     def request(self, method: str, path: str, deadline: Deadline, body: bytes | None = None,
                 content_type: str = "application/json", max_bytes: int = 1 << 20,
-                max_error_bytes: int = 64 * 1024) -> HttpReply:
+                max_error_bytes: int = 64 * 1024,
+                buffers: "BodyBuffers | None" = None) -> HttpReply:
         """One exchange, finished by ``deadline`` or abandoned (HttpTimeout). A 2xx body over
         ``max_bytes`` is refused (HttpTooLarge); any other body over ``max_error_bytes`` is
-        cut (``truncated``)."""
+        cut (``truncated``). A body of known length may be received into one of ``buffers``
+        (the caller gives it back when done with it)."""
         head = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}",
                 f"User-Agent: tfserving-exporter/{__version__}", "Accept-Encoding: identity"]
         if body is not None:
@@ -226,7 +228,7 @@ class HttpClient:
             connection = self._connection(deadline)
             try:
                 reply, reusable = self._exchange(connection, request, method, deadline,
-                                                 max_bytes, max_error_bytes)
+                                                 max_bytes, max_error_bytes, buffers)
             except _Stale:
                 connection.close()
                 if attempt == 1 and method in ("GET", "HEAD"):
@@ -308,8 +310,8 @@ class HttpClient:
     # ---- one exchange ------------------------------------------------------------------
 
     def _exchange(self, connection: _Connection, request: bytes, method: str,
-                  deadline: Deadline, max_bytes: int,
-                  max_error_bytes: int) -> tuple[HttpReply, bool]:
+                  deadline: Deadline, max_bytes: int, max_error_bytes: int,
+                  buffers: "BodyBuffers | None" = None) -> tuple[HttpReply, bool]:
         try:
             connection.send_all(request, deadline)
         except (BrokenPipeError, ConnectionResetError):
@@ -319,7 +321,7 @@ class HttpClient:
         except OSError as err:
             raise HttpUnavailable(f"sending the request failed: {type(err).__name__}") \
                 from None
-        reader = _Reader(connection, deadline)
+        reader = _Reader(connection, deadline, buffers)
         try:
             while True:
                 status, version, headers = reader.head()
@@ -352,6 +354,42 @@ class HttpClient:
         return HttpReply(status, headers, body, truncated), reusable
 
 
+class BodyBuffers:
+    """Memory to receive bodies into, kept from one reply to the next: a page of a few MB
+    read on every scrape otherwise costs a fresh mapping to fault in each time (about 2 ms for
+    4 MB here). Holds at most ``count`` buffers of at most ``max_bytes`` while none is lent
+    out; a larger body, or one arriving while all are lent, gets memory of its own."""
+
+    def __init__(self, max_bytes: int, count: int = 1) -> None:
+        self.max_bytes = max_bytes
+        self.count = count
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self, length: int) -> bytearray:
+        buffer = None
+        if length <= self.max_bytes:
+            with self._lock:
+                buffer = self._free.pop() if self._free else None
+        if buffer is None:
+            return bytearray(length)
+        try:
+            if len(buffer) > length:
+                del buffer[length:]  # keeps its memory unless it shrinks by half
+            elif len(buffer) < length:
+                buffer.extend(bytes(length - len(buffer)))
+        except BufferError:  # a view of it is still alive somewhere: leave it be
+            return bytearray(length)
+        return buffer
+
+    def give(self, buffer) -> None:
+        """Take back a body from ``take`` (or any other: only bytearrays that fit are kept)."""
+        if isinstance(buffer, bytearray) and len(buffer) <= self.max_bytes:
+            with self._lock:
+                if len(self._free) < self.count:
+                    self._free.append(buffer)
+
+
 class _Closed(Exception):
     def __init__(self, before_any_byte: bool) -> None:
         super().__init__("connection closed")
@@ -361,9 +399,11 @@ class _Closed(Exception):
 class _Reader:
     """Reads one reply from a connection, never more than the caps, never past the deadline."""
 
-    def __init__(self, connection: _Connection, deadline: Deadline) -> None:
+    def __init__(self, connection: _Connection, deadline: Deadline,
+                 buffers: "BodyBuffers | None" = None) -> None:
         self._connection = connection
         self._deadline = deadline
+        self._buffers = buffers
         self._buffer = bytearray()
         self.received = 0
 
@@ -442,7 +482,7 @@ class _Reader:
         returned as it is, a bytearray (every reader of a body takes any bytes-like object):
         a multi-MB page would otherwise be copied once a read and once more at the end, and
         each copy of that size is a fresh mapping to fault in (exporter/allocator.py)."""
-        body = bytearray(length)
+        body = self._buffers.take(length) if self._buffers is not None else bytearray(length)
         have = len(self._buffer)
         body[:have] = self._buffer
         self._buffer = bytearray()

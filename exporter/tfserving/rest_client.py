@@ -136,10 +136,11 @@ class RestClient:
         self._http.close()
 
     def request(self, api: str, method: str, path: str, deadline: Deadline,
-                body: bytes | None = None, max_bytes: int = PREDICT_MAX_BYTES) -> RestReply:
+                body: bytes | None = None, max_bytes: int = PREDICT_MAX_BYTES,
+                buffers: http_client.BodyBuffers | None = None) -> RestReply:
         """One HTTP exchange bounded by ``deadline``; transport failures raise
         TFServingError with ``reached_server`` False, a reply over ``max_bytes`` (or not
-        HTTP) raises BAD_REPLY."""
+        HTTP) raises BAD_REPLY. ``buffers``: see ``HttpClient.request``."""
         if deadline.expired():
             raise TFServingError(PROTOCOL, api, "DEADLINE_EXCEEDED",
                                  "no time left in this scrape", reached=False)
@@ -147,7 +148,7 @@ class RestClient:
         url = self.base_url + path
         try:
             reply = self._http.request(method, path, deadline, body=body, max_bytes=max_bytes,
-                                       max_error_bytes=ERROR_MAX_BYTES)
+                                       max_error_bytes=ERROR_MAX_BYTES, buffers=buffers)
             return RestReply(reply.status, reply.headers.get("content-type", ""), reply.body)
         except http_client.HttpTimeout as err:
             raise TFServingError(PROTOCOL, api, "DEADLINE_EXCEEDED", f"{url}: {err}",
