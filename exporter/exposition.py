@@ -48,8 +48,7 @@ def sample_prefix(name: str, labels: dict[str, str]) -> str:
     same in both): labels sorted by name."""
     if not labels:
         return name + " "
-    text = ",".join(f'{key}="{escape_label_value(labels[key])}"' for key in sorted(labels))
-    return f"{name}{{{text}}} "
+    return f"{name}{{{label_text(dict(sorted(labels.items())))}}} "
 
 
 def sample_line(name: str, labels: dict[str, str], value: float) -> str:
@@ -83,9 +82,6 @@ class RenderedText(Generic[V]):
         for key in [key for key in list(self._entries) if key not in keep]:
             self._entries.pop(key, None)
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
 
 def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
@@ -93,8 +89,8 @@ def _escape_help(text: str) -> str:
 
 class EncodedFamilies(dict):
     """The last encoding of each family of one collector, by name and format, with the lines
-    it was made from: a family whose lines are the same strings as last time (a list comparison that
-    stops at each element's identity) is not joined and encoded again."""
+    it was made from: a family whose lines are the same strings as last time (a list
+    comparison that stops at each element's identity) is not joined and encoded again."""
 
 
 class TextFamily:

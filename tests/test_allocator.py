@@ -10,7 +10,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROBE = "import json; from exporter.allocator import tune_allocator; print(json.dumps(tune_allocator()))"
+PROBE = ("import json; from exporter.allocator import tune_allocator; "
+         "print(json.dumps(tune_allocator()))")
 
 
 @pytest.mark.parametrize("environment, applied", [

@@ -19,7 +19,8 @@ from exporter.collectors.base import CollectorError, Limiter
 from exporter.exposition import EncodedFamilies, RenderedText, TextFamily, sample_line
 from exporter.scrape import Scrape
 from exporter.textclip import clip_text
-from exporter.tfserving.loaded_versions import LoadedSignatures, available_versions
+from exporter.tfserving.loaded_versions import (LoadedSignatures, available_versions,
+                                                tensor_count)
 from exporter.tfserving.types import Signature, SignatureMap, TensorSpec, TFServingError
 
 _METHOD_PREFIX = "tensorflow/serving/"
@@ -137,7 +138,7 @@ class MetadataCollector:
                 key, result, lambda: _render(model, version, result, MAX_TENSOR_SERIES))
             if count > tensor_budget:
                 info, tensors, count = _render(model, version, result, max(tensor_budget, 0))
-            left_out_tensors += _tensor_total(result) - count  # past the page's budget
+            left_out_tensors += tensor_count(result) - count  # past the page's budget
             tensor_budget -= count
             if info:
                 info_lines.append(info)
@@ -152,10 +153,6 @@ class MetadataCollector:
         yield TextFamily(TENSOR_INFO, "gauge", TENSOR_INFO_HELP, tensor_lines, self._encoded)
         if failures:
             raise CollectorError("; ".join(failures))
-
-
-def _tensor_total(signatures: SignatureMap) -> int:
-    return sum(len(s.inputs) + len(s.outputs) for s in signatures.values())
 
 
 def _render(model: str, version: int, signatures: SignatureMap,

@@ -121,13 +121,14 @@ def _cell_bytes(cell: tuple) -> int:
 
 
 class _Remembered:
-    """What reading one series came to (UNCHANGED SERIES): its cell, the page lines it spans,
-    its bucket lines, and the outcome once closed: (problem message or None, exported
-    lines)."""
+    """What reading one series came to (UNCHANGED SERIES): the digest of its lines, its cell,
+    the page lines it spans, its bucket lines, and the outcome once closed: (problem message
+    or None, exported lines)."""
 
-    __slots__ = ("cell", "page_lines", "buckets", "outcome")
+    __slots__ = ("digest", "cell", "page_lines", "buckets", "outcome")
 
-    def __init__(self, cell: tuple, page_lines: int, buckets: int) -> None:
+    def __init__(self, digest: bytes, cell: tuple, page_lines: int, buckets: int) -> None:
+        self.digest = digest
         self.cell = cell
         self.page_lines = page_lines
         self.buckets = buckets
@@ -171,7 +172,6 @@ class _HistogramSink(_Sink):
         self._replayed: _Remembered | None = None  # the open series, replayed
         self._replayed_at: tuple | None = None  # (reader, start, end) of its lines
         self._recording: _Remembered | None = None  # the open series, to be remembered
-        self._recording_digest = b""
 
     def adder(self, family: Family, sample_name: str):
         """What takes the runs of one sample name (the parser asks once per name)."""
@@ -234,7 +234,7 @@ class _HistogramSink(_Sink):
                 # are read after all, so that this line meets the state reading leaves.
                 self._read_replayed()
             if self._recording is not None:  # no longer TF's shape: not remembered
-                self._next_replay.pop(self._recording_digest, None)
+                self._next_replay.pop(self._recording.digest, None)
                 self._recording = None
             if is_sum:
                 if self._sum is not None:
@@ -257,8 +257,7 @@ class _HistogramSink(_Sink):
         """Read this family's block of the page (``parse_page``): a series at a time, each
         replayed when unchanged since the last page (UNCHANGED SERIES)."""
         spec, page = self.spec, reader.page
-        marker, bucket_start = spec.count_marker, spec.bucket_start
-        remembered, remember = spec.replay, self._next_replay
+        marker = spec.count_marker
         position = page.find(b"\n", start, stop) + 1  # after the TYPE line
         router = reader.router
         if position == 0 or any(router.family_name(name) != family.name for name in (
@@ -277,19 +276,19 @@ class _HistogramSink(_Sink):
                 return
             end = page.find(b"\n", found + 1, stop)
             end = stop if end == -1 else end
-            self._series(reader, page, position, end, remembered, remember, bucket_start)
+            self._series(reader, position, end)
             position = end + 1
 
-    def _series(self, reader, page, start: int, end: int, remembered: dict, remember: dict,
-                bucket_start: bytes) -> None:
+    def _series(self, reader, start: int, end: int) -> None:
         """One series' lines, ``page[start:end]``: replayed, or read (and remembered when it
         has TF's shape)."""
+        page, remember = reader.page, self._next_replay
         if not (self._cell is None or self._sum is not None or self._count is not None) \
-                or not page.startswith(bucket_start, start):
+                or not page.startswith(self.spec.bucket_start, start):
             reader.read(start, end)  # it may continue the open series: read as it comes
             return
         digest = hashlib.sha256(memoryview(page)[start:end]).digest()
-        known = remembered.get(digest)
+        known = self.spec.replay.get(digest)
         # What the series' first bucket line would do: close the open series.
         self._close()
         self._start(None)
@@ -298,7 +297,6 @@ class _HistogramSink(_Sink):
             self._sum = self._count = ""  # closed by the next line of another series
             self._replayed = known
             self._replayed_at = (reader, start, end)
-            self.lines_read += known.page_lines
             if digest not in remember:
                 remember[digest] = known
             reader.skip(known.page_lines)
@@ -311,8 +309,7 @@ class _HistogramSink(_Sink):
                 and self._count is not None and self._replay_bytes < REPLAY_BYTES
                 and digest not in remember):
             self._recording = remember[digest] = _Remembered(
-                self._cell, lines, len(self._entries))
-            self._recording_digest = digest
+                digest, self._cell, lines, len(self._entries))
 
     def _read_replayed(self) -> None:
         reader, start, end = self._replayed_at
@@ -328,11 +325,7 @@ class _HistogramSink(_Sink):
         replayed = self._replayed
         if replayed is not None:
             self.buckets += replayed.buckets
-            problem, lines = replayed.outcome
-            if problem is not None:
-                self.conversion.tally.reject(replayed.page_lines, problem)
-            else:
-                self._admit(cell, lines, replayed.page_lines)
+            self._conclude(cell, *replayed.outcome, replayed.page_lines)
             return
         entries, values = self._entries, self._values
         page_lines = len(entries) + self._other_lines
@@ -367,22 +360,26 @@ class _HistogramSink(_Sink):
                 if not 0.0 <= sum_value < INF or (self._count is not None
                                                   and float(self._count) != counts[-1]):
                     problem = checks.tail_problem(counts[-1], sum_value, self._count)
-        recording = self._recording
         if problem is not None:
-            message = f"{quote(self.spec.tf_name, cell[0])}: {problem}"
-            if recording is not None:
-                recording.outcome = (message, ())
-                self._replay_bytes += recording.size()
-            self.conversion.tally.reject(page_lines, message)
-            return
-        # Tuples of strings: the garbage collector stops tracking them, so a page's worth of
-        # series held during a scrape does not trigger full collections.
-        lines = (*map(add, prefixes, values), cell[3] + values[-1],
-                 cell[4] + format_value(self.spec.sum_value(sum_value)))
+            message, lines = f"{quote(self.spec.tf_name, cell[0])}: {problem}", ()
+        else:
+            # Tuples of strings: the garbage collector stops tracking them, so a page's worth
+            # of series held during a scrape does not trigger full collections.
+            message, lines = None, (*map(add, prefixes, values), cell[3] + values[-1],
+                                    cell[4] + format_value(self.spec.sum_value(sum_value)))
+        recording = self._recording
         if recording is not None:
-            recording.outcome = (None, lines)
+            recording.outcome = (message, lines)
             self._replay_bytes += recording.size()
-        self._admit(cell, lines, page_lines)
+        self._conclude(cell, message, lines, page_lines)
+
+    def _conclude(self, cell: tuple, message: str | None, lines: tuple[str, ...],
+                  page_lines: int) -> None:
+        """A closed series, read or replayed: dropped with its problem, or admitted."""
+        if message is not None:
+            self.conversion.tally.reject(page_lines, message)
+        else:
+            self._admit(cell, lines, page_lines)
 
     def _admit(self, cell: tuple, lines: tuple[str, ...], page_lines: int) -> None:
         conversion, model = self.conversion, cell[1]

@@ -100,7 +100,8 @@ class StatusCollector:
         serving = (sample_line(SERVING, {"model": model}, loaded[0])  # what unpinned requests get
                    if loaded else "")
         available = sample_line(AVAILABLE_VERSIONS, {"model": model}, len(loaded))
-        return ("\n".join(states), "\n".join(errors), serving, available), len(statuses) - len(kept)
+        texts = ("\n".join(states), "\n".join(errors), serving, available)
+        return texts, len(statuses) - len(kept)
 
 
 def _unknown(model: str) -> tuple[tuple[str, str, str, str], int]:

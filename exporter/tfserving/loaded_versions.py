@@ -21,7 +21,8 @@ def available_versions(statuses: Iterable[VersionStatus]) -> list[int]:
     return sorted({s.version for s in statuses if s.state == AVAILABLE}, reverse=True)
 
 
-def _tensor_count(signatures: SignatureMap) -> int:
+def tensor_count(signatures: SignatureMap) -> int:
+    """Inputs and outputs of every signature."""
     return sum(len(s.inputs) + len(s.outputs) for s in signatures.values())
 
 
@@ -45,7 +46,7 @@ class LoadedSignatures:
         if cached is not None:
             return cached
         fetched = fetch()
-        size = _tensor_count(fetched)
+        size = tensor_count(fetched)
         with self._lock:
             if key not in self._entries and self._tensors + size <= self._max_tensors:
                 self._entries[key] = fetched
@@ -62,7 +63,7 @@ class LoadedSignatures:
         with self._lock:
             for key in [k for k in self._entries
                         if k not in keys and (models is None or k[0] in models)]:
-                self._tensors -= _tensor_count(self._entries.pop(key))
+                self._tensors -= tensor_count(self._entries.pop(key))
 
     def __len__(self) -> int:
         with self._lock:

@@ -335,6 +335,11 @@ class _Router:
                     break
         return sample_name
 
+    def routed(self, sample_name: str):
+        """``route``, memoised: what a name already seen on this page goes to."""
+        add = self.routes.get(sample_name, _MISSING)
+        return self.route(sample_name) if add is _MISSING else add
+
     def route(self, sample_name: str):
         """The adder (called with the samples of a run) for a sample name already checked to
         be a valid name, or None."""
@@ -416,7 +421,6 @@ class PageRestart(Exception):
     line-by-line parser starts over."""
 
 
-
 class _BlockReader:
     """The fast parser over one range of the page at a time (``read``), for ``parse_page``
     and for sinks that read their family's block themselves (``take_block``)."""
@@ -434,7 +438,8 @@ class _BlockReader:
         if self.expired is not None and self.expired():
             raise PageDeadline(self.done)
 
-    def read(self, start: int, stop: int, names: dict[str, None] | None = None) -> tuple[int, int, bool]:
+    def read(self, start: int, stop: int,
+             names: dict[str, None] | None = None) -> tuple[int, int, bool]:
         """Parse ``page[start:stop]`` (whole lines, the newline at ``stop`` excluded): its
         samples go where the router says. Returns (lines, samples that went nowhere, whether
         any sample was kept); the names of the samples that went nowhere are added to
@@ -443,8 +448,8 @@ class _BlockReader:
         routes, findall = router.routes, _SAMPLE_LINE.findall
         skipped_here = lines_here = 0
         taken = False
-        for chunk in _chunks(self.page, self.end, self.newline, done_lines=lambda: self.done,
-                             start=start, stop=stop):
+        for chunk in _chunks(self.page, start, stop, self.newline,
+                             done_lines=lambda: self.done):
             matches = findall(chunk)
             # Every line is a sample (one match each), a comment, a blank line or garbage: the
             # slice is well formed when the matches, comments and blanks add up to its lines.
@@ -547,12 +552,8 @@ class UnchangedBlocks:
         entry = self._blocks.get(digest)
         if entry is None:
             return None
-        for name in entry[2]:
-            add = router.routes.get(name, _MISSING)
-            if add is _MISSING:
-                add = router.route(name)
-            if add is not None:
-                return None
+        if any(router.routed(name) is not None for name in entry[2]):
+            return None
         return entry
 
     def remember(self, blocks: dict[bytes, tuple[int, int, tuple[str, ...]]]) -> None:
@@ -580,12 +581,10 @@ def _check_ends(page) -> str | bytes:
     return newline
 
 
-def _chunks(page, end: int, newline, done_lines: Callable[[], int] = lambda: 0,
-            start: int = 0, stop: int | None = None) -> Iterator[str]:
-    """``page[start:stop]`` (``stop`` defaults to ``end``) as text, a slice of about
-    CHUNK_CHARS at a time, each cut after a whole line (the newline between two slices belongs
-    to neither)."""
-    end = end if stop is None else stop
+def _chunks(page, start: int, end: int, newline,
+            done_lines: Callable[[], int] = lambda: 0) -> Iterator[str]:
+    """``page[start:end]`` as text, a slice of about CHUNK_CHARS at a time, each cut after a
+    whole line (the newline between two slices belongs to neither)."""
     while True:
         stop = page.find(newline, start + CHUNK_CHARS, end)
         if stop == -1:
@@ -604,8 +603,8 @@ def _chunks(page, end: int, newline, done_lines: Callable[[], int] = lambda: 0,
 
 
 def _type_lines(page, end: int, expired: Callable[[], bool] | None):
-    """(position, name, type) of every ``# TYPE`` line; str.find is far faster than a multi-line regex
-    over a page that is mostly samples."""
+    """(position, name, type) of every ``# TYPE`` line; str.find is far faster than a
+    multi-line regex over a page that is mostly samples."""
     is_text = isinstance(page, str)
     marker, newline = ("# TYPE ", "\n") if is_text else (b"# TYPE ", b"\n")
     position = page.find(marker, 0, end)
@@ -633,7 +632,7 @@ def _type_lines(page, end: int, expired: Callable[[], bool] | None):
 def _lines(page, end: int) -> Iterator[str]:
     """Every line of ``page[:end]``, split a slice at a time (never one list of all lines)."""
     newline = "\n" if isinstance(page, str) else b"\n"
-    for chunk in _chunks(page, end, newline):
+    for chunk in _chunks(page, 0, end, newline):
         yield from chunk.split("\n")
 
 
