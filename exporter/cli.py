@@ -332,9 +332,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     from exporter.webconfig import WebConfigError, load_web_config
 
+    from exporter.assembly import golden_of_modules
+
     canary = config.canary
     golden, problems = load_golden_sets(canary.golden_files, canary.golden_dir,
                                         canary.max_examples)
+    problems = problems + golden_of_modules(config, (golden, problems))[1]
     if config.web.config_file:
         try:
             load_web_config(config.web.config_file)

@@ -30,7 +30,8 @@ class _ErrorLog:
     lasts is logged again after the log's rate-limit window, so a failure whose first line
     the rate limit held back (it followed another within the window) is still seen."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock=time.monotonic, subject: str = "") -> None:
+        self._subject = subject  # "target HOST:PORT: " in fleet mode, naming the server
         self._last: dict[str, str | None] = {}
         self._logged_at: dict[str, float] = {}
         self._clock = clock
@@ -44,9 +45,9 @@ class _ErrorLog:
         self._last[collector] = error
         self._logged_at[collector] = now
         if error is not None:
-            log.warning("collector %s failed: %s", collector, error)
+            log.warning("%scollector %s failed: %s", self._subject, collector, error)
         elif previous is not None:
-            log.info("collector %s recovered", collector)
+            log.info("%scollector %s recovered", self._subject, collector)
 
 
 class Collection:
@@ -54,30 +55,42 @@ class Collection:
 
     def __init__(self, clients: dict, collectors: list[ScrapeCollector], ping_paths: dict,
                  models: Callable[[], list[str]], workers_per_protocol: int = WORKERS_PER_PROTOCOL,
-                 dropped: Callable[[str, int], None] = lambda kind, count: None) -> None:
+                 dropped: Callable[[str, int], None] = lambda kind, count: None,
+                 executors: dict[str, concurrent.futures.Executor] | None = None,
+                 subject: str = "") -> None:
         self.models = models  # the (capped) model names a scrape covers, as of now
         self.clients = clients  # protocol -> client with ping()
         self.collectors = collectors
         self._ping_paths = ping_paths  # protocol -> extra args for ping()
         self._dropped = dropped
         # A pool per protocol: REST calls stuck on a dripping server cannot take the workers
-        # that gRPC calls (and the gRPC ping) need, and the other way round.
-        self._executors = {
+        # that gRPC calls (and the gRPC ping) need, and the other way round. A fleet target's
+        # collection has none: each probe brings its slot's pools to collect().
+        self._own_executors = executors is None
+        self._executors = executors if executors is not None else {
             protocol: concurrent.futures.ThreadPoolExecutor(
                 max_workers=workers_per_protocol, thread_name_prefix=f"tfserving-{protocol}")
             for protocol in clients}
-        self._errors = _ErrorLog()
+        self._errors = _ErrorLog(subject=subject)
+        self._subject = subject
         self._status_protocol = status_protocol(collectors, clients)
 
     def close(self) -> None:
-        for executor in self._executors.values():
-            executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_executors:
+            for executor in self._executors.values():
+                executor.shutdown(wait=False, cancel_futures=True)
         for client in self.clients.values():
             client.close()
 
-    def collect(self, deadline: Deadline, budget: float) -> list[Metric]:
-        scrape = Scrape(deadline, self.clients, self._executors, self.models(), self._dropped,
-                        status_protocol=self._status_protocol)
+    def collect(self, deadline: Deadline, budget: float,
+                executors: dict[str, concurrent.futures.Executor] | None = None,
+                ) -> list[Metric]:
+        """``executors``: the call pools of this scrape, instead of the collection's own (a
+        fleet probe brings its slot's)."""
+        if not self.clients:
+            return []  # fleet mode: no TF Serving of its own, /probe reads each target
+        scrape = Scrape(deadline, self.clients, executors or self._executors, self.models(),
+                        self._dropped, status_protocol=self._status_protocol)
         # Pinged alongside the collectors, so a collector stuck until the deadline cannot
         # make a protocol that still answers look down.
         pings = [scrape.submit(protocol, lambda protocol=protocol: self._ping(scrape, protocol))
@@ -102,7 +115,8 @@ class Collection:
                 error = str(err)
             except Exception as err:  # noqa: BLE001 - one collector must not sink the scrape
                 error = f"unexpected {type(err).__name__}: {err}"
-                log.exception("collector %s raised unexpectedly", collector.name)
+                log.exception("%scollector %s raised unexpectedly", self._subject,
+                              collector.name)
             self._errors.update(collector.name, error)
             success.add_metric([collector.name], 0 if error else 1)
             duration.add_metric([collector.name], time.monotonic() - started)

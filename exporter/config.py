@@ -32,14 +32,17 @@ import yaml
 
 from exporter.addresses import parse_grpc_address, parse_listen_address, parse_rest_address
 from exporter.config_kinds import (BOOLEAN, BYTE_SIZE, BYTE_SIZE_PATTERN, DURATION,
-                                   DURATION_MAP, INTEGER, NUMBER, STRING, STRING_LIST, Choice,
-                                   Kind, Problems, positive_duration, type_name)
+                                   DURATION_MAP, INTEGER, MODULE_MAP, NUMBER, STRING,
+                                   STRING_LIST, Choice, Kind, Problems, each_item,
+                                   positive_duration, type_name)
+from exporter.fleet.allow_list import check_pattern
 from exporter.files import (CONFIG_FILE_MAX_BYTES, FileReadError, is_readable_regular_file,
                             read_regular_file)
 from exporter.logsetup import LOG_FORMATS, LOG_LEVELS
 from exporter.suggest import suggestion
 
 PROTOCOLS = ("grpc", "rest")
+DEFAULT_MODULE = "default"  # what a probe without module=NAME uses
 PROTOCOL = Choice(PROTOCOLS)
 
 
@@ -74,6 +77,8 @@ def _telemetry_path(value: str) -> str:
     if value.startswith("/-/"):
         raise ValueError(
             f'must not be under "/-/", which is reserved for health endpoints, got "{value}"')
+    if value == "/probe":
+        raise ValueError('must not be "/probe", which serves fleet mode\'s probes')
     return value
 
 
@@ -101,22 +106,24 @@ def _model_names(names: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+def _at_most(highest: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if not 1 <= value <= highest:
+            raise ValueError(f"must be between 1 and {highest}, got {value}")
+        return value
+    return check
+
+
+def _port_or_zero(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a port (1 to 65535) or 0, got {value}")
+    return value
+
+
 def _ratio_below_one(value: float) -> float:
     if not 0 <= value < 1:
         raise ValueError(f"must be at least 0 and below 1, got {value:g}")
     return value
-
-
-def _readable_files(paths: tuple[str, ...]) -> tuple[str, ...]:
-    problems = []
-    for index, path in enumerate(paths):
-        try:
-            _readable_file(path)
-        except ValueError as err:
-            problems.append((f"[{index}]", str(err)))
-    if problems:
-        raise Problems(problems)
-    return paths
 
 
 def _readable_dir(path: str) -> str:
@@ -333,7 +340,7 @@ class CanaryConfig:
     enabled: bool = setting(
         BOOLEAN, True, doc="Run golden-set canaries for the models that have a golden file.")
     golden_files: tuple[str, ...] = setting(
-        STRING_LIST, [], flag="--canary.golden-file", check=_readable_files,
+        STRING_LIST, [], flag="--canary.golden-file", check=each_item(_readable_file),
         relative_to_config=True,
         doc="Golden files (JSON, see README); each names its model. A relative path in the "
             "config file is taken from that file's directory.")
@@ -366,6 +373,58 @@ class CanaryConfig:
     max_examples: int = setting(
         INTEGER, 100000, check=_positive_int,
         doc="Golden files with more examples are rejected (bounds the memory they hold).")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    allowed_targets: tuple[str, ...] = setting(
+        STRING_LIST, [], flag="--probe.allowed-target", check=each_item(check_pattern),
+        doc="Hosts `/probe` may connect to (its `target` and `rest_target`): globs such as "
+            "`*.svc.cluster.local` matched against the host as written, and CIDRs such as "
+            "`10.0.0.0/8` matched against targets given as IP addresses (names are not "
+            "resolved). Empty: every target is refused with 403 (README: Fleet mode).")
+    rest_port: int = setting(
+        INTEGER, 8501, flag="--probe.rest-port", check=_port_or_zero,
+        doc="A probe without `rest_target` reaches REST on the target's host at this port "
+            "(TF Serving's 8500/8501 pairing); 0: REST only when `rest_target` is given.")
+    rest_scheme: str = setting(
+        Choice(("http", "https")), "http",
+        doc="Scheme of the REST address derived with `probe.rest_port`.")
+    model_params: bool = setting(
+        BOOLEAN, True,
+        doc="Accept `model` query parameters (names, comma-separated or repeated), set "
+            "by relabelling from pod labels or annotations, in addition to the models the "
+            "settings name.")
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    max_targets: int = setting(
+        INTEGER, 100, flag="--fleet.max-targets", check=_positive_int,
+        doc="Targets of `/probe` tracked at once (each keeps its connections, caches and "
+            "canaries between probes). Probes of further targets still answer, without "
+            "canaries, and are counted in "
+            '`tfserving_exporter_dropped_total{kind="target"}`.')
+    target_expiry: float = setting(
+        DURATION, "10m", flag="--fleet.target-expiry", check=positive_duration,
+        doc="A tracked target not probed for this long is forgotten: its canaries stop and "
+            "their results are gone.")
+    max_concurrent_probes: int = setting(
+        INTEGER, 4, flag="--fleet.max-concurrent-probes", check=_at_most(64),
+        doc="Probes served at once (1 to 64), each with 8 call threads per protocol; as many "
+            "more may wait for a slot until their deadline, the rest get 503 at once. The "
+            "HTTP threads for them are sized at start.")
+    max_concurrent_canaries: int = setting(
+        INTEGER, 4, check=_positive_int,
+        doc="Canary runs at once over all targets (the sidecar's own canaries have "
+            "`canary.max_concurrent`).")
+    modules: Mapping[str, Mapping[str, Any]] = setting(
+        MODULE_MAP, {},
+        doc="Named sets of settings a probe selects with `module=NAME`: any of `tfserving.*` "
+            "(but its two addresses), `models`, `collectors.*`, `limits.*`, `canary.*` and "
+            "`probe.*`, written as at the top level; what a module leaves out is the "
+            "top-level value. A probe without `module` uses `default` when defined, else "
+            "the top-level settings (README: Fleet mode).")
 
 
 @dataclass(frozen=True)
@@ -409,11 +468,31 @@ class Config:
             "golden requests sent to the version serving unpinned requests and to every other "
             "AVAILABLE version, and the answers are compared with the recorded ones (README: "
             "\"Golden-set canaries\").")
+    probe: ProbeConfig = section(
+        doc="How /probe reaches a target (fleet mode); a module may set its own.")
+    fleet: FleetConfig = section(
+        doc="Fleet mode: one exporter serving /probe?target=... for many TF Serving servers "
+            "(README: Fleet mode).")
     web: WebConfig = section(doc="The exporter's own HTTP server.")
     log: LogConfig = section(doc="The exporter's log output (stderr).")
     # Not configuration but advice from the loader (e.g. "no models configured"); two configs
     # with the same settings are equal whatever was said about them.
     warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    # fleet.modules loaded: each a whole configuration, the top-level one with the module's
+    # settings over it. Follows from fleet.modules, so it takes no part in equality.
+    modules: Mapping[str, "Config"] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
+
+    @property
+    def fleet_only(self) -> bool:
+        """No TF Serving of its own: the exporter reaches TF Serving through /probe only."""
+        return not (self.tfserving.grpc_address or self.tfserving.rest_address)
+
+    def module(self, name: str | None) -> "Config | None":
+        """The settings of a probe's module; ``None`` for no such module."""
+        if name is None or name == DEFAULT_MODULE:
+            return self.modules.get(DEFAULT_MODULE, self)
+        return self.modules.get(name)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-ready mapping; ``load_config`` of it gives back an equal ``Config``."""
@@ -449,7 +528,7 @@ def _declared(cls: type, prefix: str = "", words: Mapping[str, str] | None = Non
             yield path, (hint, own.doc)
             yield from _declared(hint, path + ".",
                                  {"name": field.name, **own.words} if own.words else None)
-        elif field.default is dataclasses.MISSING:
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise TypeError(f"{where} is neither a setting() nor a section: configs are built "
                             "by the loader, which would not know what to put there")
 
@@ -475,6 +554,13 @@ def _derive_schema() -> tuple[tuple[Setting, ...], dict[str, type], dict[str, st
 
 SCHEMA, _SECTIONS, SECTION_DOCS = _derive_schema()
 _SETTINGS = {setting.path: setting for setting in SCHEMA}
+
+# What a fleet module may set: how to reach and read one TF Serving, but not where it is (a
+# probe's target says that), and nothing of the exporter's own (web, log, fleet).
+_MODULE_SECTIONS = frozenset({"tfserving", "models", "collectors", "limits", "canary", "probe"})
+_ADDRESSES = frozenset({"tfserving.grpc_address", "tfserving.rest_address"})
+MODULE_SETTINGS = tuple(s for s in SCHEMA
+                        if s.path.split(".")[0] in _MODULE_SECTIONS and s.path not in _ADDRESSES)
 
 FLAG_FOR_FIELD: Mapping[str, str] = MappingProxyType({s.path: s.flag for s in SCHEMA if s.flag})
 FIELD_FOR_FLAG: Mapping[str, str] = MappingProxyType(
@@ -506,10 +592,12 @@ class _Origin:
 
     file: str | None = None  # the config file (for defaults too: that is where to change them)
     flag: str | None = None  # the override that set it
+    prefix: str = ""  # where in the file the settings are: "fleet.modules.NAME." in a module
 
     def where(self, path: str, suffix: str = "") -> str:
         if self.flag:
             return self.flag
+        path = self.prefix + path
         return f"{self.file}: {path}{suffix}" if self.file else f"{path}{suffix}"
 
 
@@ -581,16 +669,19 @@ def load_config(path: str | None, overrides: Mapping[str, object] | None = None,
             _check_setting(setting, raw[setting.path], origins[setting.path], values, report)
 
     # Without the file's values, cross-setting rules would judge defaults the file may change.
+    modules: dict[str, dict[str, Any]] = {}
     if file_ok:
         for rule in _CROSS_RULES:
             for problem in rule(values, origins, file_origin):
                 report.add(report.RULES, problem)
+        modules = _load_modules(values, origins, file_origin, report)
     problems = report.texts()
     if problems:
         raise ConfigError(problems)
 
     warnings = tuple(warning for advise in _ADVICE for warning in advise(values))
-    return _build(Config, "", values, warnings=warnings)
+    return _build(Config, "", values, warnings=warnings, modules=MappingProxyType(
+        {name: _build(Config, "", module) for name, module in modules.items()}))
 
 
 def _check_setting(setting: Setting, raw: object, origin: _Origin, values: dict[str, Any],
@@ -689,8 +780,10 @@ def _key_lines(node: yaml.Node | None, section: str) -> dict[str, int]:
     return lines
 
 
-def _settings_in_document(document: object, path: str, report: _Report) -> dict[str, object]:
-    """Flatten the YAML to ``{dotted path: value}``, reporting unknown keys and misplaced values."""
+def _settings_in_document(document: object, path: str | None, report: _Report,
+                          prefix: str = "") -> dict[str, object]:
+    """Flatten the YAML to ``{dotted path: value}``, reporting unknown keys and misplaced values
+    (``prefix``: where in the file the document is, for the reports)."""
     if document is None:  # empty file, or only comments: all defaults
         return {}
     if not isinstance(document, dict):
@@ -699,6 +792,7 @@ def _settings_in_document(document: object, path: str, report: _Report) -> dict[
         return {}
 
     found: dict[str, object] = {}
+    where = f"{path}: " if path else ""
 
     def walk(mapping: dict, section: str) -> None:
         for key, value in mapping.items():
@@ -711,11 +805,12 @@ def _settings_in_document(document: object, path: str, report: _Report) -> dict[
                 if isinstance(value, dict):
                     walk(value, key_path)
                 else:
-                    report.add(report.LINES, f"{path}: {key_path}: expected a mapping, got "
-                                             f"{type_name(value)}", key_path)
+                    report.add(report.LINES, f"{where}{prefix}{key_path}: expected a "
+                                             f"mapping, got {type_name(value)}", key_path)
             else:
                 hint = suggestion(str(key), _CHILDREN[section])
-                report.add(report.LINES, f"{path}: {key_path}: unknown key{hint}", key_path)
+                report.add(report.LINES, f"{where}{prefix}{key_path}: unknown key{hint}",
+                           key_path)
 
     walk(document, "")
     return found
@@ -728,19 +823,16 @@ def _settings_in_document(document: object, path: str, report: _Report) -> dict[
 # A rule stays silent when a setting it needs was invalid: that setting's own problem is
 # already reported, and judging a value that is not there would only add noise.
 
-def _need_an_address(values: Mapping[str, Any], origins: Mapping[str, _Origin],
-                     file: _Origin) -> list[str]:
-    addresses = ("tfserving.grpc_address", "tfserving.rest_address")
-    if any(values.get(address, "invalid") for address in addresses):
-        return []
-    return [f"{file.where('tfserving')}: grpc_address and rest_address are both empty, "
-            "set at least one"]
+def _fleet_only(values: Mapping[str, Any]) -> bool:
+    """Both addresses empty (not invalid): TF Serving is reached through /probe only."""
+    return all(values.get(address, "invalid") == ""
+               for address in ("tfserving.grpc_address", "tfserving.rest_address"))
 
 
 def _collector_protocols_reachable(values: Mapping[str, Any], origins: Mapping[str, _Origin],
                                    file: _Origin) -> list[str]:
     if not (values.get("tfserving.grpc_address") or values.get("tfserving.rest_address")):
-        return []  # _need_an_address already said it (or an address is invalid)
+        return []  # fleet mode: the collectors run for probes, whose targets say where
     problems = []
     for path, protocol in values.items():
         section, _, leaf = path.rpartition(".")
@@ -758,8 +850,8 @@ def _canary_protocol_reachable(values: Mapping[str, Any], origins: Mapping[str, 
                                file: _Origin) -> list[str]:
     protocol = values.get("canary.protocol")
     has_golden = values.get("canary.golden_files") or values.get("canary.golden_dir")
-    if not (values.get("canary.enabled") and has_golden and protocol):
-        return []
+    if not (values.get("canary.enabled") and has_golden and protocol) or _fleet_only(values):
+        return []  # in fleet mode canaries run against probed targets
     address = f"tfserving.{protocol}_address"
     if values.get(address, "invalid") != "":
         return []
@@ -780,29 +872,95 @@ def _grpc_tls_pair(values: Mapping[str, Any], origins: Mapping[str, _Origin],
 
 _CrossRule = Callable[[Mapping[str, Any], Mapping[str, _Origin], _Origin], list[str]]
 _CROSS_RULES: tuple[_CrossRule, ...] = (
-    _need_an_address,
     _collector_protocols_reachable,
     _canary_protocol_reachable,
     _grpc_tls_pair,
 )
+# The rules that judge one module: its addresses are a probe's target, so only these.
+_MODULE_RULES: tuple[_CrossRule, ...] = (_grpc_tls_pair,)
+
+
+
+def _load_modules(values: dict[str, Any], origins: Mapping[str, _Origin], file: _Origin,
+                  report: _Report) -> dict[str, dict[str, Any]]:
+    """Each module's values: the top-level ones with the module's settings over them, checked
+    like the file's. ``values["fleet.modules"]`` becomes the overlays as loaded (paths made
+    absolute), so /config shows what is in force and loads back to the same."""
+    overlays = values.get("fleet.modules")
+    if not overlays:
+        return {}
+    # Modules given as an override (not in a file) are checked the same way; their problems
+    # name the module's settings, with no file.
+    source = file if not origins["fleet.modules"].flag else _Origin()
+    loaded, normalised = {}, {}
+    for name, overlay in overlays.items():
+        origin = dataclasses.replace(source, prefix=f"fleet.modules.{name}.")
+        # Every rule's finding names the module: that is where to fix it.
+        module, module_origins, own = dict(values), dict.fromkeys(origins, origin), {}
+        for key, raw in _settings_in_document(dict(overlay), source.file, report,
+                                              origin.prefix).items():
+            if key in _ADDRESSES:
+                report.add(report.LINES, f"{origin.where(key)}: not a module setting: a "
+                                         "probe's addresses are its target and rest_target")
+                continue
+            if key.split(".")[0] not in _MODULE_SECTIONS:
+                report.add(report.LINES, f"{origin.where(key)}: not a module setting: a "
+                                         "module holds tfserving, models, collectors, limits, "
+                                         "canary and probe settings")
+                continue
+            module_origins[key] = origin
+            _check_setting(_SETTINGS[key], raw, origin, module, report)
+            own[key] = module.get(key)
+        for rule in _MODULE_RULES:
+            for problem in rule(module, module_origins, origin):
+                report.add(report.RULES, problem)
+        loaded[name] = module
+        normalised[name] = _nest({key: _SETTINGS[key].kind.dump(value)
+                                  for key, value in own.items() if value is not None})
+    values["fleet.modules"] = MappingProxyType(normalised)
+    for module in loaded.values():
+        module["fleet.modules"] = values["fleet.modules"]
+    return loaded
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``."""
+    nested: dict[str, Any] = {}
+    for path, value in flat.items():
+        *sections, leaf = path.split(".")
+        node = nested
+        for name in sections:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return nested
+
+
+def _advise_fleet_only(values: Mapping[str, Any]) -> list[str]:
+    if not _fleet_only(values):
+        return []
+    allowed = "" if values.get("probe.allowed_targets") else (
+        "; probe.allowed_targets is empty, so every probe is refused until it is set")
+    return ["tfserving.grpc_address and tfserving.rest_address are both empty: fleet mode, "
+            f"TF Serving is reached through /probe?target=... only{allowed}"]
 
 
 def _advise_models(values: Mapping[str, Any]) -> list[str]:
-    if values["models"] or values["tfserving.model_config_file"]:
+    if values["models"] or values["tfserving.model_config_file"] or _fleet_only(values):
         return []
     return ["no models configured (models and tfserving.model_config_file are both empty): "
             "only tfserving_up and the exporter's own metrics will be exported"]
 
 
 def _advise_native_without_rest(values: Mapping[str, Any]) -> list[str]:
-    if values.get("collectors.native.enabled") and values.get("tfserving.rest_address") == "":
+    if values.get("collectors.native.enabled") and values.get("tfserving.rest_address") == "" \
+            and not _fleet_only(values):
         return ["collectors.native is enabled but tfserving.rest_address is empty: TF Serving's "
                 "Prometheus page is only served over REST, so the native collector is off"]
     return []
 
 
 _ADVICE: tuple[Callable[[Mapping[str, Any]], list[str]], ...] = (
-    _advise_models, _advise_native_without_rest)
+    _advise_fleet_only, _advise_models, _advise_native_without_rest)
 
 
 # --------------------------------------------------------------------------------------------

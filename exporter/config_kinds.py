@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from exporter.durations import format_duration, is_exact_duration, parse_duration
 
@@ -213,9 +213,51 @@ class DurationMap(Kind):
         return {key: DURATION.dump(seconds) for key, seconds in value.items()}
 
 
+# Names of fleet modules: they are written in /probe URLs (``module=NAME``).
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class ModuleMap(Kind):
+    """Named overlays of settings (``fleet.modules``); exporter.config checks each overlay's
+    settings as it checks the file's, so here only its shape."""
+
+    doc_name, expected = "mapping of name to settings", "a mapping of module names to settings"
+    python_type = Mapping[str, Mapping[str, Any]]
+
+    def accepts(self, raw: object) -> bool:
+        return isinstance(raw, dict)
+
+    def convert(self, raw: dict) -> Mapping[str, Mapping[str, Any]]:
+        converted: dict[str, Mapping[str, Any]] = {}
+        problems = []
+        for name, overlay in raw.items():
+            if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
+                problems.append((f".{name}", "module names are 1 to 64 letters, digits, "
+                                 '"_", "." or "-"'))
+            elif overlay is not None and not isinstance(overlay, dict):
+                problems.append((f".{name}", f"expected a mapping of settings, got "
+                                 f"{type_name(overlay)}"))
+            else:
+                converted[name] = MappingProxyType(dict(overlay or {}))
+        if problems:
+            raise Problems(problems)
+        return MappingProxyType(converted)
+
+    def dump(self, value: Mapping[str, Mapping[str, Any]]) -> object:
+        return {name: _plain(overlay) for name, overlay in value.items()}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
 STRING, BOOLEAN, INTEGER, NUMBER = String(), Boolean(), Integer(), Number()
 DURATION, STRING_LIST, DURATION_MAP = Duration(), StringList(), DurationMap()
-BYTE_SIZE = ByteSize()
+BYTE_SIZE, MODULE_MAP = ByteSize(), ModuleMap()
 
 
 def type_name(value: object) -> str:
@@ -226,6 +268,22 @@ def type_name(value: object) -> str:
         if isinstance(value, kind):
             return name
     return type(value).__name__
+
+
+def each_item(check: Callable[[Any], Any]) -> Callable[[tuple], tuple]:
+    """A check of a list setting from the check of one item: every item's problem is
+    reported, at its index."""
+    def check_all(items: tuple) -> tuple:
+        problems = []
+        for index, item in enumerate(items):
+            try:
+                check(item)
+            except ValueError as err:
+                problems.append((f"[{index}]", str(err)))
+        if problems:
+            raise Problems(problems)
+        return items
+    return check_all
 
 
 def positive_duration(value: float) -> float:

@@ -37,6 +37,7 @@ class _Request:
     head_end: int = 0  # where the head ends in the connection's buffer
     body: bytes = b""
     body_unread: bool = False
+    received: float = 0.0  # monotonic time it was handed to the handler threads
 
 
 def parse_head(head: bytes) -> _Request:
@@ -94,6 +95,9 @@ def parse_head(head: bytes) -> _Request:
                     keep_alive)
 
 
+RECEIVED = "tfserving_exporter.received"  # environ key: monotonic time of the whole request
+
+
 def wsgi_environ(request: _Request, addr, tls: bool, server_name: str, server_port: str) -> dict:
     target = request.target
     if target.startswith(("http://", "https://")):  # absolute-form (RFC 9112 3.2.2)
@@ -121,6 +125,9 @@ def wsgi_environ(request: _Request, addr, tls: bool, server_name: str, server_po
         "wsgi.multithread": True,
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
+        # When the request was complete: a deadline counts from here, not from when a
+        # handler thread got to it.
+        RECEIVED: request.received,
     }
     if request.content_length is not None:
         environ["CONTENT_LENGTH"] = str(request.content_length)

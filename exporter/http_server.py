@@ -40,7 +40,8 @@ T = TypeVar("T")
 
 # Threads that run the app. At most four scrapes run at once (server.MAX_CONCURRENT_SCRAPES);
 # twice that leaves threads for probes, the landing page, a reload and the quick refusals
-# (401, 429, 503) while four scrapes wait on TF Serving.
+# (401, 429, 503) while four scrapes wait on TF Serving. Fleet mode adds two for each of
+# fleet.max_concurrent_probes (server.handler_threads).
 HANDLER_THREADS = 8
 # Open connections at most. Prometheus (an HA pair), kubelet probes and a person with curl
 # need a handful; 64 absorbs bursts while file descriptors and buffered requests stay small
@@ -521,6 +522,7 @@ class HTTPServer:
                 return
         self._set_events(conn, 0)
         conn.state = _WORKER
+        conn.request.received = time.monotonic()
         self._work.put_nowait((conn, conn.request))
 
     def _refuse(self, conn: _Conn, now: float, status: str, message: str) -> None:

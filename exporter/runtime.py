@@ -8,25 +8,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from exporter.addresses import split_listen_address
-from exporter.collection import Collection
-from exporter.collectors.base import Limiter
-from exporter.collectors.metadata import MetadataCollector
-from exporter.collectors.native import NativeCollector
-from exporter.collectors.status import StatusCollector
+from exporter.assembly import (build_canaries, build_clients, build_collection,
+                               golden_of_modules, load_golden)
+from exporter.config import DEFAULT_MODULE
 from exporter.durations import format_duration
 from exporter.files import FileReadError
+from exporter.fleet.prober import Prober
 from exporter.reloader import CoalescingReloader
 from exporter.selfmetrics import SelfMetrics
-from exporter.server import ExporterState, Pipeline, create_app, health_answers, serve
-from exporter.tfserving.grpc_client import GrpcClient
-from exporter.tfserving.models_file import ModelSource
-from exporter.tfserving.rest_client import RestClient
+from exporter.server import (ExporterState, Pipeline, create_app, handler_threads,
+                             health_answers, serve)
 from exporter.webconfig import BasicAuth, WebSettings, load_web_config, ssl_context
 from tfserving_wire import protos
 
 if TYPE_CHECKING:
     from exporter.canary.runner import CanaryRunner
-    from exporter.collectors.canary import CanaryCollector
 
 log = logging.getLogger(__name__)
 
@@ -35,76 +31,6 @@ log = logging.getLogger(__name__)
 # nested 1,000 deep parses in 512 KiB), and the default of 8 MiB would let a thread touch
 # far more memory than the pod has to spare.
 THREAD_STACK_BYTES = 1 << 20
-
-
-def build_clients(config, selfmetrics: SelfMetrics) -> dict:
-    tf = config.tfserving
-    clients = {}
-    if tf.grpc_address:
-        clients["grpc"] = GrpcClient(tf.grpc_address, observe=selfmetrics.observe_call,
-                                     tls=tf.grpc_tls if tf.grpc_tls.enabled else None)
-    if tf.rest_address:
-        clients["rest"] = RestClient(tf.rest_address, observe=selfmetrics.observe_call)
-    return clients
-
-
-def build_canaries(config, clients: dict) -> tuple[CanaryRunner | None, CanaryCollector | None,
-                                                   list[str]]:
-    """The background runner, its collector and the golden file problems found, when canaries
-    are on and have golden files."""
-    canary = config.canary
-    if not canary.enabled or not (canary.golden_files or canary.golden_dir):
-        return None, None, []
-    # Imported here: the canary needs numpy (~11 MiB of RSS), an exporter without golden
-    # files does not.
-    from exporter.canary.catalog import load_golden_sets
-    from exporter.canary.runner import CanaryRunner
-    from exporter.collectors.canary import CanaryCollector
-
-    golden, problems = load_golden_sets(canary.golden_files, canary.golden_dir,
-                                        canary.max_examples)
-    runner = CanaryRunner(golden, clients[canary.protocol], canary.protocol,
-                          interval=canary.interval, intervals=dict(canary.intervals),
-                          jitter=canary.jitter, timeout=canary.timeout,
-                          batch_size=canary.batch_size, max_concurrent=canary.max_concurrent)
-    return runner, CanaryCollector(runner.store, problems), problems
-
-
-def build_collection(config, selfmetrics: SelfMetrics, clients: dict,
-                     extra_collectors=(), extra_models=()) -> Collection:
-    tf = config.tfserving
-    source = ModelSource(list(config.models) + list(extra_models), tf.model_config_file)
-    limits = config.limits
-    dropped = selfmetrics.dropped
-    versions = Limiter(dropped, "version", limits.max_versions_per_model)
-    collectors = []
-    status = config.collectors.status
-    if status.enabled:
-        collectors.append(StatusCollector(status.protocol, versions))
-    metadata = config.collectors.metadata
-    if metadata.enabled:
-        # Reuse the status collector's answers when it runs; otherwise ask over our own protocol.
-        status_protocol = status.protocol if status.enabled else metadata.protocol
-        collectors.append(MetadataCollector(
-            metadata.protocol, status_protocol, versions,
-            Limiter(dropped, "signature", limits.max_signatures_per_version),
-            Limiter(dropped, "tensor", limits.max_tensors_per_signature)))
-    native = config.collectors.native
-    model_limit = Limiter(dropped, "model", limits.max_models)
-
-    def models() -> list[str]:
-        return model_limit.cap(sorted(source.models()))
-
-    if native.enabled and "rest" in clients:
-        collectors.append(NativeCollector(
-            tf.metrics_path, source.base_paths, native.passthrough,
-            native.max_passthrough_series, dropped, max_series=native.max_series,
-            max_models=limits.max_models, known_models=source.current,
-            max_page_bytes=native.max_page_size))
-    collectors.extend(extra_collectors)
-    return Collection(clients, collectors, ping_paths={"rest": (tf.metrics_path,)},
-                      models=models,
-                      dropped=lambda kind, count: dropped.labels(kind).inc(count))
 
 
 def _summary(config, models: Callable[[], list[str]], runner: CanaryRunner | None) -> dict:
@@ -118,12 +44,19 @@ def _summary(config, models: Callable[[], list[str]], runner: CanaryRunner | Non
 
     if not canary.enabled:
         canaries = "off"
+    elif runner is None and config.fleet_only:
+        canaries = "per probed target, in the background, when its module has golden files"
     elif runner is None:
         canaries = "no golden files (--canary.golden-file, --canary.golden-dir)"
     else:
         files = ", ".join(f"{model}: {path}" for model, path in runner.golden_paths.items())
         canaries = f"over {canary.protocol}, every {format_duration(canary.interval)}; {files}"
+    allowed = ", ".join(config.probe.allowed_targets) or "none: every probe is refused"
+    fleet = (f"/probe?target=HOST:PORT, allowed targets: {allowed}; modules: "
+             f"{', '.join(sorted(set(config.modules) | {DEFAULT_MODULE}))}; "
+             f"up to {config.fleet.max_targets} targets tracked")
     return {
+        "Fleet mode": ("on (no TF Serving of its own): " if config.fleet_only else "") + fleet,
         "gRPC address": tf.grpc_address or "(disabled)",
         "REST address": tf.rest_address or "(disabled)",
         "Models": models_in_effect,
@@ -156,6 +89,7 @@ class BuiltPipeline:
     def close(self) -> None:
         if self.canary is not None:
             self.canary.stop()
+        self.pipeline.prober.close()
         self.pipeline.collection.close()
 
 
@@ -163,18 +97,19 @@ def build_pipeline(config, selfmetrics: SelfMetrics, strict_golden: bool) -> Bui
     """Clients, collectors and canaries for ``config``. With ``strict_golden`` a golden file
     that does not load rejects the whole configuration (a reload keeps the old one); at
     startup it is only reported, so the rest of the exporter still runs."""
+    golden, golden_problems = load_golden(config)
+    module_golden, module_problems = golden_of_modules(config, (golden, golden_problems))
+    problems = golden_problems + module_problems
+    if problems:
+        if strict_golden:
+            raise InvalidConfig(problems)
+        for problem in problems:
+            log.error("golden file rejected: %s", problem)
     try:
         clients = build_clients(config, selfmetrics)
     except FileReadError as err:  # a TLS file replaced since the config was checked
         raise InvalidConfig([f"tfserving.grpc_tls: {err}"]) from None
-    runner, canary_collector, golden_problems = build_canaries(config, clients)
-    if golden_problems:
-        if strict_golden:
-            for client in clients.values():
-                client.close()
-            raise InvalidConfig(golden_problems)
-        for problem in golden_problems:
-            log.error("golden file rejected: %s", problem)
+    runner, canary_collector = build_canaries(config, golden, golden_problems, clients)
     extra = [canary_collector] if canary_collector else []
     try:
         collection = build_collection(config, selfmetrics, clients, extra,
@@ -185,6 +120,7 @@ def build_pipeline(config, selfmetrics: SelfMetrics, strict_golden: bool) -> Bui
         raise
     pipeline = Pipeline(
         collection=collection,
+        prober=Prober(config, selfmetrics, module_golden),
         telemetry_path=config.web.telemetry_path,
         timeout=config.tfserving.timeout,
         timeout_offset=config.tfserving.timeout_offset,
@@ -242,6 +178,10 @@ class RunningExporter:
             if config.web.listen_address != self._config.web.listen_address:
                 log.warning("web.listen_address changed to %s: takes effect on restart",
                             config.web.listen_address)
+            if handler_threads(config.fleet.max_concurrent_probes) > self.server.handler_threads:
+                log.warning("fleet.max_concurrent_probes raised to %d: the HTTP threads for "
+                            "it are added on restart; until then probes may wait for one",
+                            config.fleet.max_concurrent_probes)
             built.pipeline.summary["Web"] = self._built.pipeline.summary.get("Web", "")
             old, self._built, self._config = self._built, built, config
             self.state.enable_lifecycle = config.web.enable_lifecycle
@@ -249,6 +189,7 @@ class RunningExporter:
             if old.canary is not None:
                 old.canary.stop()  # its results are not read any more
             self.state.replace(built.pipeline, old.close)
+            selfmetrics.fleet_targets.set_function(built.pipeline.prober.targets_tracked)
             selfmetrics.reload_successful.set(1)
             selfmetrics.reload_success_time.set_to_current_time()
             log.info("configuration reloaded")
@@ -281,11 +222,13 @@ def start_exporter(config, config_path: str | None = None,
     built = build_pipeline(config, selfmetrics, strict_golden=False)
     built.pipeline.summary["Web"] = web.describe()
     state = ExporterState(pipeline=built.pipeline, selfmetrics=selfmetrics)
+    selfmetrics.fleet_targets.set_function(built.pipeline.prober.targets_tracked)
     host, port = split_listen_address(config.web.listen_address)
     try:
         server = serve(create_app(state, BasicAuth(web.users) if web.users else None), host,
                        port, ssl_context(web.tls) if web.tls else None,
-                       quick_answers=health_answers(state))
+                       quick_answers=health_answers(state),
+                       threads=handler_threads(config.fleet.max_concurrent_probes))
     except OSError:
         built.close()
         raise

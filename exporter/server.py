@@ -11,6 +11,7 @@ import html
 import logging
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -19,7 +20,10 @@ from prometheus_client.exposition import choose_encoder
 from exporter import __version__
 from exporter.collection import Collection
 from exporter.exposition import encode
-from exporter.http_server import HTTPServer
+from exporter.fleet.prober import Prober
+from exporter.fleet.request import ProbeRefused
+from exporter.http_request import RECEIVED
+from exporter.http_server import HANDLER_THREADS, HTTPServer
 from exporter.selfmetrics import SelfMetrics
 from exporter.tfserving.deadline import Deadline, scrape_budget
 from exporter.webconfig import BasicAuth
@@ -37,6 +41,7 @@ class Pipeline:
     """Everything that follows from one configuration; a reload swaps in a new one whole."""
 
     collection: Collection
+    prober: Prober  # /probe: TF Serving servers named by the query (fleet mode)
     telemetry_path: str
     timeout: float
     timeout_offset: float
@@ -110,6 +115,8 @@ def _landing_page(pipeline: Pipeline) -> bytes:
 <li><a href="/-/healthy">Health</a> (/-/healthy)</li>
 <li><a href="/-/ready">Readiness</a> (/-/ready)</li>
 <li><a href="/config">Configuration</a> (/config)</li>
+<li>Probe of one TF Serving server (fleet mode):
+/probe?target=HOST:GRPC_PORT[&amp;rest_target=URL][&amp;module=NAME][&amp;model=NAME]</li>
 </ul>
 <p>POST /-/reload (or SIGHUP) re-reads the configuration and golden files.</p>
 <table>{rows}</table>
@@ -143,6 +150,8 @@ def accepts_gzip(header: str) -> bool:
     return wildcard is not None and wildcard > 0
 
 
+# Fleet mode's endpoint: /probe?target=HOST:PORT[&rest_target=URL][&module=NAME][&model=...]
+PROBE_PATH = "/probe"
 # No endpoint takes a request body; anything announcing more than this is refused unread.
 MAX_REQUEST_BODY_BYTES = 64 * 1024
 # Health and readiness stay open so kubelet probes work without credentials; they tell
@@ -157,26 +166,38 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
     health_answer = health_answers(state)
     reload_waiter = threading.Lock()  # one request thread at most waits on a reload
 
-    def render(families, environ) -> tuple[bytes, str]:
+    def render(families, registry, environ) -> tuple[bytes, str]:
         accept = environ.get("HTTP_ACCEPT", "")
         try:
-            return encode(families, [state.selfmetrics.registry], accept)
+            return encode(families, [registry], accept)
         except Exception:  # noqa: BLE001 - a value no collector should have let through
             log.exception("rendering the scrape failed; serving the exporter's own metrics")
             state.selfmetrics.scrape_errors.labels("internal").inc()
-            return encode([], [state.selfmetrics.registry], accept)
+            return encode([], [registry], accept)
+
+    def page(start_response, environ, families, registry):
+        """200 with the families and the registry, gzipped when the client accepts it."""
+        headers = [("Vary", "Accept-Encoding")]
+        body, content_type = render(families, registry, environ)
+        if accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            body = gzip.compress(body, compresslevel=1)
+            headers.append(("Content-Encoding", "gzip"))
+        return _response(start_response, "200 OK", body, content_type, headers)
+
+    def head(start_response, environ):
+        # HEAD is for "is it there": no scrape, so no calls to TF Serving.
+        content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))[1]
+        start_response("200 OK", [("Content-Type", content_type),
+                                  ("Vary", "Accept-Encoding")])
+        return [b""]
 
     def metrics(environ, start_response, pipeline: Pipeline):
-        headers = [("Vary", "Accept-Encoding")]
         if environ.get("REQUEST_METHOD") == "HEAD":
-            # HEAD is for "is it there": no scrape, so no calls to TF Serving.
-            content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))[1]
-            start_response("200 OK", [("Content-Type", content_type)] + headers)
-            return [b""]
+            return head(start_response, environ)
         budget = scrape_budget(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"),
                                pipeline.timeout_offset, pipeline.timeout)
-        deadline = Deadline.after(budget)
-        if not scrape_slots.acquire(timeout=budget):
+        deadline = Deadline.after(budget - waited(environ))
+        if deadline.expired() or not scrape_slots.acquire(timeout=deadline.remaining()):
             state.selfmetrics.scrape_errors.labels("too_many_concurrent_scrapes").inc()
             return _response(start_response, "503 Service Unavailable",
                              b"too many concurrent scrapes\n", extra=[("Retry-After", "1")])
@@ -188,11 +209,30 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
             families = []
         finally:
             scrape_slots.release()
-        body, content_type = render(families, environ)
-        if accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", "")):
-            body = gzip.compress(body, compresslevel=1)
-            headers.append(("Content-Encoding", "gzip"))
-        return _response(start_response, "200 OK", body, content_type, headers)
+        return page(start_response, environ, families, state.selfmetrics.registry)
+
+    def probe(environ, start_response, pipeline: Pipeline):
+        prober = pipeline.prober
+        try:
+            request = prober.check(environ.get("QUERY_STRING", ""))
+            if environ.get("REQUEST_METHOD") == "HEAD":
+                return head(start_response, environ)
+            families, registry = prober.probe(
+                request, environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"),
+                waited(environ))
+        except ProbeRefused as refusal:
+            extra = []
+            if refusal.status.startswith("503"):
+                state.selfmetrics.scrape_errors.labels("too_many_concurrent_probes").inc()
+                extra = [("Retry-After", "1")]
+            return _response(start_response, refusal.status, f"{refusal}\n".encode(),
+                             extra=extra)
+        except Exception as err:  # noqa: BLE001 - keep serving; the log has the traceback
+            log.exception("probe failed")
+            state.selfmetrics.scrape_errors.labels("internal").inc()
+            return _response(start_response, "500 Internal Server Error",
+                             f"probe failed: {err}\n".encode())
+        return page(start_response, environ, families, registry)
 
     def reload(start_response):
         if not state.enable_lifecycle:
@@ -259,6 +299,8 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
         try:
             if path == pipeline.telemetry_path:
                 return metrics(environ, start_response, pipeline)
+            if path == PROBE_PATH:
+                return probe(environ, start_response, pipeline)
             if path == "/":
                 return _response(start_response, "200 OK", _landing_page(pipeline),
                                  "text/html; charset=utf-8")
@@ -272,6 +314,13 @@ def create_app(state: ExporterState, auth: BasicAuth | None = None) -> Callable:
         return _response(start_response, "404 Not Found", b"404 page not found\n")
 
     return app
+
+
+def waited(environ) -> float:
+    """Seconds the request has waited since it was complete (for a handler thread): its
+    deadline started then."""
+    received = environ.get(RECEIVED)
+    return max(time.monotonic() - received, 0.0) if received else 0.0
 
 
 def health_answers(state: ExporterState) -> Callable[[str], tuple[str, bytes] | None]:
@@ -288,10 +337,19 @@ def health_answers(state: ExporterState) -> Callable[[str], tuple[str, bytes] | 
     return answer
 
 
+def handler_threads(max_concurrent_probes: int) -> int:
+    """Request threads for a configuration: the sidecar's, plus a thread for each probe that
+    runs and each that waits for a slot, so probes never queue for a thread and miss their
+    deadline there."""
+    return HANDLER_THREADS + 2 * max_concurrent_probes
+
+
 def serve(app: Callable, host: str, port: int,
           tls_context: ssl.SSLContext | None = None,
-          quick_answers: Callable[[str], tuple[str, bytes] | None] | None = None) -> HTTPServer:
+          quick_answers: Callable[[str], tuple[str, bytes] | None] | None = None,
+          threads: int = HANDLER_THREADS) -> HTTPServer:
     """Bind now (so errors surface at startup) and return the server; call serve_forever().
 
     The server's bounds (threads, connections, timeouts) are in exporter.http_server."""
-    return HTTPServer(app, host, port, tls_context, quick_answers=quick_answers)
+    return HTTPServer(app, host, port, tls_context, quick_answers=quick_answers,
+                      handler_threads=threads)

@@ -70,6 +70,21 @@ def simulator(tmp_path):
     handle.stop()
 
 
+@pytest.fixture
+def simulators(tmp_path):
+    """Factory of simulators, each with its own model files; all stopped after the test."""
+    started: list[SimulatorHandle] = []
+
+    def start() -> SimulatorHandle:
+        handle = SimulatorHandle(write_demo_files(str(tmp_path / f"tfserving-{len(started)}")))
+        started.append(handle)
+        return handle.start()
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
 class ExporterHandle:
     def __init__(self, running) -> None:
         self.running = running

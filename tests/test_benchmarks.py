@@ -97,3 +97,16 @@ def test_the_stand_in_with_traffic_changes_its_page_on_every_read():
     finally:
         standin.terminate()
         standin.wait(10)
+
+
+def test_fleet_benchmark_prints_probe_and_sidecar_rows_and_memory():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "fleet_benchmark.py"), "--targets", "2",
+         "--models", "2", "--rounds", "3", "--warm-rounds", "1"],
+        capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for start in ("| sidecar: /metrics of 1 server (floor) | 6 |",
+                  "| fleet: /probe round-robin over 2 servers | 6 |", "| fleet / sidecar |",
+                  "| all 2 targets tracked (after warm-up) |"):
+        assert any(line.startswith(start) for line in lines), result.stdout

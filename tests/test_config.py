@@ -94,7 +94,6 @@ INVALID_FILES = {
         "missing_model_config_file.yaml: tfserving.model_config_file: "
         f'cannot read "{os.path.join(TESTDATA, "does-not-exist.config")}": No such file or directory'],
     # across settings
-    "no_address.yaml": ["no_address.yaml: tfserving: grpc_address and rest_address are both empty, set at least one"],
     "no_protocol_address.yaml": [
         "no_protocol_address.yaml: collectors.status.protocol: collector uses rest but tfserving.rest_address "
         "is empty; set the address, switch the protocol, or disable the collector"],
@@ -140,7 +139,7 @@ def test_error_text_lists_every_problem_one_per_line(in_testdata):
 
 def test_problems_follow_the_file_then_the_flags_then_the_rules(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text("log:\n  level: loud\ntfserving:\n  grpc_address: ''\n  rest_address: ''\n"
+    config.write_text("log:\n  level: loud\ntfserving:\n  grpc_address: ''\n"
                       "  timeout: soon\n")
     assert problems_of(str(config), {"web.listen_address": "nope", "canary.batch_size": "x"}) == [
         f'{config}: log.level: must be one of debug, info, warn, error, got "loud"',
@@ -148,7 +147,11 @@ def test_problems_follow_the_file_then_the_flags_then_the_rules(tmp_path):
         'such as "500ms", "1m30s" or "2h"',
         '--canary.batch-size: expected an integer, got "x"',
         '--web.listen-address: invalid listen address "nope": missing port (expected host:port)',
-        f"{config}: tfserving: grpc_address and rest_address are both empty, set at least one",
+        f"{config}: collectors.status.protocol: collector uses grpc but tfserving.grpc_address "
+        "is empty; set the address, switch the protocol, or disable the collector",
+        f"{config}: collectors.metadata.protocol: collector uses grpc but "
+        "tfserving.grpc_address is empty; set the address, switch the protocol, or disable the "
+        "collector",
     ]
 
 
@@ -329,10 +332,11 @@ def test_cross_setting_problem_without_a_file_names_the_setting():
 
 
 def test_cross_setting_problems_are_reported_with_other_problems():
-    assert problems_of(None, {"tfserving.grpc_address": "", "tfserving.rest_address": "",
+    assert problems_of(None, {"tfserving.grpc_address": "", "collectors.metadata.enabled": False,
                               "log.level": "trace"}) == [
         '--log.level: must be one of debug, info, warn, error, got "trace"',
-        "tfserving: grpc_address and rest_address are both empty, set at least one",
+        "collectors.status.protocol: collector uses grpc but tfserving.grpc_address is empty; "
+        "set the address, switch the protocol, or disable the collector",
     ]
 
 
@@ -387,7 +391,7 @@ def test_to_yaml_is_to_dict_in_declaration_order(in_testdata):
     config = load_config("full.yaml")
     assert yaml.safe_load(config.to_yaml()) == config.to_dict()
     assert list(config.to_dict()) == ["tfserving", "models", "collectors", "limits", "canary",
-                                      "web", "log"]
+                                      "probe", "fleet", "web", "log"]
 
 
 # --- the schema itself -----------------------------------------------------------------------

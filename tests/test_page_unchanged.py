@@ -8,7 +8,11 @@ The recorded pages are in ``tests/testdata/pages/``; they were written by this m
 
     python tests/test_page_unchanged.py
 
-at commit 254bbb6, before any of the scrape-cost changes. Re-recording them is a change of the
+at commit 254bbb6, before any of the scrape-cost changes, and re-recorded for fleet mode
+(issue 15), whose only difference is what it added on purpose: the series
+``tfserving_exporter_fleet_targets``, ``tfserving_exporter_dropped_total{kind="target"}`` and
+``tfserving_exporter_scrape_errors_total{reason="too_many_concurrent_probes"}``, and "target"
+in the dropped counter's HELP. Re-recording them is a change of the
 exporter's output, which README's deprecation rules govern: do it only for a change meant to be
 visible, and say so in the commit.
 """

@@ -3,7 +3,8 @@
 Per model and cycle: ask TF Serving which versions are AVAILABLE, run the golden set unpinned
 (the version clients get) and pinned against every other AVAILABLE version, record the
 outcomes, and forget versions that are gone. At most one cycle per model is in flight and at
-most ``max_concurrent`` models run at once; the work queue is bounded by the number of models.
+most ``max_concurrent`` models run at once (of all runners sharing a ``CanarySchedule``); the
+work queue is bounded by the number of models.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from exporter.canary.golden import GoldenSet
 from exporter.canary.probe import VersionProbe
 from exporter.canary.results import ResultStore, RunOutcome
 from exporter.tfserving.deadline import Deadline
-from exporter.tfserving.loaded_versions import LoadedSignatures, available_versions
+from exporter.tfserving.loaded_versions import (LoadedSignatures, TensorBudget,
+                                                available_versions)
 from exporter.tfserving.types import SignatureMap, TFServingError
 
 log = logging.getLogger(__name__)
@@ -31,12 +33,81 @@ FIRST_RUN_SPREAD_SECONDS = 2.0
 MAX_CACHED_TENSORS = 100_000
 
 
+class CanarySchedule:
+    """When each model's next cycle is due, and the bounded pool the cycles run on. The
+    sidecar's runner has one of its own; in fleet mode the runners of all targets share one,
+    so canary work is bounded across targets (``fleet.max_concurrent_canaries``)."""
+
+    def __init__(self, max_concurrent: int) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_concurrent, thread_name_prefix="canary")
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        # (due, sequence, runner, model): one entry per model of each running runner, or its
+        # cycle is in the pool; the sequence keeps runners out of the comparison.
+        self._due: list[tuple[float, int, CanaryRunner, str]] = []
+        self._sequence = 0
+        self._thread = threading.Thread(target=self._schedule, name="canary-scheduler",
+                                        daemon=True)
+
+    def add(self, runner: CanaryRunner, model: str, due: float) -> None:
+        with self._wake:
+            if self._stop.is_set():
+                return
+            self._sequence += 1
+            heapq.heappush(self._due, (due, self._sequence, runner, model))
+            if not self._thread.is_alive():
+                self._thread.start()
+            self._wake.notify_all()
+
+    def forget(self, runner: CanaryRunner) -> None:
+        """Drop a stopped runner's pending cycles (one in the pool finishes by its deadline)."""
+        with self._wake:
+            self._due = [entry for entry in self._due if entry[2] is not runner]
+            heapq.heapify(self._due)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _schedule(self) -> None:
+        with self._wake:
+            while not self._stop.is_set():
+                if not self._due:
+                    self._wake.wait(timeout=60)
+                    continue
+                due, _, runner, model = self._due[0]
+                delay = due - time.monotonic()
+                if delay > 0:
+                    self._wake.wait(timeout=delay)
+                    continue
+                heapq.heappop(self._due)
+                if runner.stopped:
+                    continue
+                # A runner stopped while this waited in the pool must not run: its clients
+                # are closed, and its target may be forgotten.
+                future = self._executor.submit(
+                    lambda r=runner, m=model: None if r.stopped else r._cycle(m))
+                future.add_done_callback(
+                    lambda _f, r=runner, m=model: self._reschedule(r, m))
+
+    def _reschedule(self, runner: CanaryRunner, model: str) -> None:
+        if not runner.stopped:
+            self.add(runner, model, runner._next_due(model))
+
+
 class CanaryRunner:
     def __init__(self, golden_sets: dict[str, GoldenSet], client, protocol: str, *,
                  interval: float, intervals: dict[str, float] | None = None,
                  jitter: float = 0.1, timeout: float = 10.0, batch_size: int = 64,
                  max_concurrent: int = 2, store: ResultStore | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 schedule: CanarySchedule | None = None, subject: str = "",
+                 tensor_budget: TensorBudget | None = None) -> None:
         self.store = store or ResultStore()
         self.store.set_golden_examples({m: g.n_examples for m, g in golden_sets.items()})
         self._golden = golden_sets
@@ -49,16 +120,14 @@ class CanaryRunner:
         self._jitter = jitter
         self._timeout = timeout
         self._rng = rng or random.Random()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_concurrent, thread_name_prefix="canary")
-        self._signatures = LoadedSignatures(MAX_CACHED_TENSORS)
+        # max_concurrent applies to a schedule of the runner's own; a shared one has its own.
+        self._own_schedule = schedule is None
+        self._schedule = schedule or CanarySchedule(max_concurrent)
+        self._signatures = LoadedSignatures(MAX_CACHED_TENSORS, tensor_budget)
         self._last_problem: dict[str, str | None] = {}
+        self._subject = subject  # "target HOST:PORT: " in fleet mode, naming the server
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._wake = threading.Condition(self._lock)
-        self._due: list[tuple[float, str]] = []
-        self._thread = threading.Thread(target=self._schedule, name="canary-scheduler",
-                                        daemon=True)
         self.cycles_completed: dict[str, int] = dict.fromkeys(golden_sets, 0)
 
     @property
@@ -70,22 +139,24 @@ class CanaryRunner:
         """Model -> the golden file its canaries run."""
         return {model: golden.path for model, golden in sorted(self._golden.items())}
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         now = time.monotonic()
-        with self._lock:
-            for model in sorted(self._golden):
-                spread = min(FIRST_RUN_SPREAD_SECONDS, self._interval_of(model))
-                heapq.heappush(self._due, (now + self._rng.uniform(0, spread), model))
-        self._thread.start()
+        for model in sorted(self._golden):
+            spread = min(FIRST_RUN_SPREAD_SECONDS, self._interval_of(model))
+            self._schedule.add(self, model, now + self._rng.uniform(0, spread))
 
     def stop(self) -> None:
         self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
-        self._thread.join(timeout=5)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_schedule:
+            self._schedule.stop()
+        else:
+            self._schedule.forget(self)
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -96,34 +167,14 @@ class CanaryRunner:
         stretch = 1 + self._rng.uniform(-self._jitter, self._jitter)
         return time.monotonic() + self._interval_of(model) * stretch
 
-    def _schedule(self) -> None:
-        with self._wake:
-            while not self._stop.is_set():
-                if not self._due:
-                    self._wake.wait(timeout=60)
-                    continue
-                due, model = self._due[0]
-                delay = due - time.monotonic()
-                if delay > 0:
-                    self._wake.wait(timeout=delay)
-                    continue
-                heapq.heappop(self._due)
-                future = self._executor.submit(self._cycle, model)
-                future.add_done_callback(lambda _f, m=model: self._reschedule(m))
-
-    def _reschedule(self, model: str) -> None:
-        with self._wake:
-            if not self._stop.is_set():
-                heapq.heappush(self._due, (self._next_due(model), model))
-                self._wake.notify_all()
-
     # -- one cycle of one model ------------------------------------------------------------
 
     def _cycle(self, model: str) -> None:
         try:
             self._run_model(model)
         except Exception:  # noqa: BLE001 - a bug must not stop this model's schedule
-            log.exception("canary cycle of model %s failed unexpectedly", model)
+            log.exception("%scanary cycle of model %s failed unexpectedly", self._subject,
+                          model)
         finally:
             with self._lock:
                 self.cycles_completed[model] += 1
@@ -171,7 +222,7 @@ class CanaryRunner:
         if self._last_problem.get(model) != problem:
             self._last_problem[model] = problem
             if problem:
-                log.warning(problem)
+                log.warning("%s%s", self._subject, problem)
 
     def _log_outcome(self, model: str, version: int, outcome: RunOutcome) -> None:
         key = f"{model}/{version}"
@@ -182,6 +233,7 @@ class CanaryRunner:
         if text != previous:
             self._last_problem[key] = text
             if text:
-                log.warning(text)
+                log.warning("%s%s", self._subject, text)
             elif previous not in (None, "unset"):
-                log.info("canary of model %s version %s passes again", model, version)
+                log.info("%scanary of model %s version %s passes again", self._subject, model,
+                         version)

@@ -19,8 +19,8 @@ from exporter.collectors.base import CollectorError, Limiter
 from exporter.exposition import EncodedFamilies, RenderedText, TextFamily, sample_line
 from exporter.scrape import Scrape
 from exporter.textclip import clip_text
-from exporter.tfserving.loaded_versions import (LoadedSignatures, available_versions,
-                                                tensor_count)
+from exporter.tfserving.loaded_versions import (LoadedSignatures, TensorBudget,
+                                                available_versions, tensor_count)
 from exporter.tfserving.types import Signature, SignatureMap, TensorSpec, TFServingError
 
 _METHOD_PREFIX = "tensorflow/serving/"
@@ -64,14 +64,15 @@ class MetadataCollector:
     name = "metadata"
 
     def __init__(self, protocol: str, status_protocol: str,
-                 versions: Limiter, signatures: Limiter, tensors: Limiter) -> None:
+                 versions: Limiter, signatures: Limiter, tensors: Limiter,
+                 shared: TensorBudget | None = None) -> None:
         self.protocol = protocol
         self.status_protocol = status_protocol
         self._versions = versions
         self._signatures = signatures
         self._tensors = tensors
         # Holds what _within_limits keeps: never more tensors than one page may export.
-        self._cache = LoadedSignatures(MAX_TENSOR_SERIES)
+        self._cache = LoadedSignatures(MAX_TENSOR_SERIES, shared)
         self._rendered: RenderedText[tuple[str, str, int]] = RenderedText(by_identity=True)
         self._encoded = EncodedFamilies()
 

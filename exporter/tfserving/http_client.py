@@ -246,6 +246,10 @@ class HttpClient:
 
     def _connection(self, deadline: Deadline) -> _Connection:
         with self._lock:
+            if self._closed:
+                # A client closed under a late caller (a forgotten fleet target's canary)
+                # opens no new connection.
+                raise HttpUnavailable("the client is closed")
             while self._idle:
                 connection = self._idle.pop()
                 if not connection.looks_closed():

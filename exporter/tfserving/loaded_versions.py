@@ -8,6 +8,7 @@ stays AVAILABLE.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Callable, Iterable
 
 from exporter.tfserving.types import SignatureMap
@@ -26,15 +27,45 @@ def tensor_count(signatures: SignatureMap) -> int:
     return sum(len(s.inputs) + len(s.outputs) for s in signatures.values())
 
 
-class LoadedSignatures:
-    """Signatures by (model, version), holding at most ``max_tensors`` tensors in all: a
-    version that does not fit is fetched again each time it is asked for instead."""
+class TensorBudget:
+    """Tensors that several caches hold together: in fleet mode every target has its own
+    caches, and their sum must stay bounded too, not only each one."""
 
-    def __init__(self, max_tensors: int) -> None:
+    def __init__(self, limit: int) -> None:
+        self._lock = threading.Lock()
+        self._limit = limit
+        self.used = 0
+
+    def take(self, count: int) -> bool:
+        with self._lock:
+            if self.used + count > self._limit:
+                return False
+            self.used += count
+            return True
+
+    def give(self, count: int) -> None:
+        with self._lock:
+            self.used -= count
+
+
+def _give_back(budget: TensorBudget, held: list[int]) -> None:
+    budget.give(held[0])
+
+
+class LoadedSignatures:
+    """Signatures by (model, version), holding at most ``max_tensors`` tensors in all (and
+    within ``shared``, when given): a version that does not fit is fetched again each time it
+    is asked for instead."""
+
+    def __init__(self, max_tensors: int, shared: TensorBudget | None = None) -> None:
         self._lock = threading.Lock()
         self._entries: dict[Key, SignatureMap] = {}
         self._tensors = 0
         self._max_tensors = max_tensors
+        self._shared = shared
+        self._held = [0]  # what this cache holds of ``shared``, given back when it is gone
+        if shared is not None:
+            weakref.finalize(self, _give_back, shared, self._held)
 
     def get(self, key: Key, fetch: Callable[[], SignatureMap]) -> SignatureMap:
         """The cached signatures of ``key``, or what ``fetch()`` returns (then cached).
@@ -48,9 +79,11 @@ class LoadedSignatures:
         fetched = fetch()
         size = tensor_count(fetched)
         with self._lock:
-            if key not in self._entries and self._tensors + size <= self._max_tensors:
+            if key not in self._entries and self._tensors + size <= self._max_tensors and (
+                    self._shared is None or self._shared.take(size)):
                 self._entries[key] = fetched
                 self._tensors += size
+                self._held[0] += size if self._shared is not None else 0
         return fetched
 
     def cached(self, key: Key) -> SignatureMap | None:
@@ -63,7 +96,11 @@ class LoadedSignatures:
         with self._lock:
             for key in [k for k in self._entries
                         if k not in keys and (models is None or k[0] in models)]:
-                self._tensors -= tensor_count(self._entries.pop(key))
+                size = tensor_count(self._entries.pop(key))
+                self._tensors -= size
+                if self._shared is not None:
+                    self._shared.give(size)
+                    self._held[0] -= size
 
     def __len__(self) -> int:
         with self._lock:
