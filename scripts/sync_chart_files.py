@@ -118,6 +118,7 @@ def copy_changes(notices: list[str]) -> list[Change]:
 FLAG_OWNED_DEFINE = re.compile(r'\{\{- define "tfserving-exporter\.flagOwnedSettings" -\}\}\n'
                                r"(?P<body>.*?)\n\{\{- end -\}\}", re.S)
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w|y))+$"
+MODULE_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 def flag_owned_settings() -> dict[str, str]:
@@ -159,6 +160,10 @@ def _setting_schema(setting: Any, config_module: Any, flag_owned: dict[str, str]
     elif kind is config_module.DURATION_MAP:
         node = {"type": "object",
                 "additionalProperties": {"type": ["string", "number"], "pattern": DURATION_PATTERN}}
+    elif kind is config_module.MODULE_MAP:
+        # Each module's settings are filled in by config_schema(), which knows them all.
+        node = {"type": "object", "propertyNames": {"pattern": MODULE_NAME_PATTERN},
+                "additionalProperties": {"type": ["object", "null"]}}
     else:
         raise SystemExit(f"sync_chart_files.py: no JSON schema for the type of {setting.path}; "
                          "teach _setting_schema about it")
@@ -192,12 +197,28 @@ def config_schema() -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"{HELPERS}: tfserving-exporter.flagOwnedSettings names settings the "
                          f"exporter does not have: {', '.join(unknown)}")
-    root: dict[str, Any] = {
-        "type": "object", "additionalProperties": False, "properties": {},
+    root = _settings_tree(config_module, config_module.SCHEMA, flag_owned, {
         "description": "The exporter's configuration file (README \"Configuration\"), rendered "
-                       "into a ConfigMap and passed with --config.file.",
-    }
+                       "into a ConfigMap and passed with --config.file."})
+    # fleet.modules: each module is an overlay of the settings a module may hold, checked as
+    # strictly as the file's (the chart's flags do not reach into modules).
     for setting in config_module.SCHEMA:
+        if setting.kind is config_module.MODULE_MAP:
+            node = root
+            for part in setting.path.split("."):
+                node = node["properties"][part]
+            node["additionalProperties"] = _settings_tree(
+                config_module, _module_settings(config_module), {},
+                {"type": ["object", "null"],
+                 "description": "One module: settings over the top-level ones."})
+    return root
+
+
+def _settings_tree(config_module: Any, settings: Any, flag_owned: dict[str, str],
+                   top: dict[str, Any]) -> dict[str, Any]:
+    root: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": {},
+                            **top}
+    for setting in settings:
         *sections, leaf = setting.path.split(".")
         node = root
         for depth, section in enumerate(sections):
@@ -206,6 +227,11 @@ def config_schema() -> dict[str, Any]:
                 "description": f"The {'.'.join(sections[:depth + 1])} section."})
         node["properties"][leaf] = _setting_schema(setting, config_module, flag_owned)
     return root
+
+
+def _module_settings(config_module: Any) -> list[Any]:
+    """The settings a fleet module may set."""
+    return list(config_module.MODULE_SETTINGS)
 
 
 def schema_change() -> Change:

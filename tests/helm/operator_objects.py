@@ -1,16 +1,19 @@
 """Checks of the Prometheus Operator objects, which kubernetes-validate has no schema for.
 
 Each check returns a list of problems (empty when the object is fine). Field names follow the
-operator's monitoring.coreos.com/v1 API (ServiceMonitor, PodMonitor, PrometheusRule).
+operator's monitoring.coreos.com/v1 API (ServiceMonitor, PodMonitor, PrometheusRule) and its
+v1alpha1 ScrapeConfig (pkg/apis/monitoring/v1alpha1/scrapeconfig_types.go).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.helm.rendering import PROMETHEUS_DURATION, Rendered
 
 API_VERSION = "monitoring.coreos.com/v1"
+ALPHA_API_VERSION = "monitoring.coreos.com/v1alpha1"
 ENDPOINT_FIELDS = {"port", "targetPort", "path", "scheme", "params", "interval", "scrapeTimeout",
                    "honorLabels", "honorTimestamps", "relabelings", "metricRelabelings",
                    "tlsConfig", "bearerTokenSecret", "authorization", "basicAuth", "oauth2",
@@ -25,6 +28,38 @@ RELABEL_FIELDS = {"sourceLabels", "separator", "targetLabel", "regex", "modulus"
                   "action"}
 RELABEL_ACTIONS = {"replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep",
                    "lowercase", "uppercase", "keepequal", "dropequal"}
+# ScrapeConfigSpec, with the inlined NativeHistogramConfig and ProxyConfig fields.
+SCRAPE_CONFIG_SPEC_FIELDS = {
+    "jobName", "staticConfigs", "fileSDConfigs", "httpSDConfigs", "kubernetesSDConfigs",
+    "consulSDConfigs", "dnsSDConfigs", "ec2SDConfigs", "azureSDConfigs", "gceSDConfigs",
+    "openstackSDConfigs", "digitalOceanSDConfigs", "kumaSDConfigs", "eurekaSDConfigs",
+    "dockerSDConfigs", "linodeSDConfigs", "hetznerSDConfigs", "nomadSDConfigs",
+    "dockerSwarmSDConfigs", "puppetDBSDConfigs", "lightSailSDConfigs", "ovhcloudSDConfigs",
+    "scalewaySDConfigs", "ionosSDConfigs", "relabelings", "metricsPath", "scrapeInterval",
+    "scrapeTimeout", "scrapeProtocols", "fallbackScrapeProtocol", "honorTimestamps",
+    "trackTimestampsStaleness", "honorLabels", "params", "scheme", "enableCompression",
+    "enableHTTP2", "basicAuth", "authorization", "oauth2", "tlsConfig", "sampleLimit",
+    "targetLimit", "labelLimit", "labelNameLengthLimit", "labelValueLengthLimit",
+    "bodySizeLimit", "scrapeNativeHistograms", "scrapeClassicHistograms",
+    "nativeHistogramBucketLimit", "nativeHistogramMinBucketFactor",
+    "convertClassicHistogramsToNHCB", "keepDroppedTargets", "metricRelabelings", "proxyUrl",
+    "noProxy", "proxyFromEnvironment", "proxyConnectHeader", "nameValidationScheme",
+    "nameEscapingScheme", "scrapeClass"}
+KUBERNETES_SD_FIELDS = {"apiServer", "role", "namespaces", "attachMetadata", "selectors",
+                        "basicAuth", "authorization", "oauth2", "proxyUrl", "noProxy",
+                        "proxyFromEnvironment", "proxyConnectHeader", "followRedirects",
+                        "enableHTTP2", "tlsConfig"}
+# KubernetesRole: the current enum; v0.70 to v0.8x also took the lower-case forms.
+KUBERNETES_ROLES = {"Pod", "Endpoints", "Ingress", "Service", "Node", "EndpointSlice"}
+NAMESPACE_DISCOVERY_FIELDS = {"ownNamespace", "names"}
+# RelabelConfig.action's enum: lower case or the Operator's CamelCase, nothing else.
+OPERATOR_RELABEL_ACTIONS = RELABEL_ACTIONS | {
+    "Replace", "Keep", "Drop", "HashMod", "LabelMap", "LabelDrop", "LabelKeep", "Lowercase",
+    "Uppercase", "KeepEqual", "DropEqual"}
+# Actions that write targetLabel, which the Operator requires for them.
+TARGET_LABEL_ACTIONS = {"replace", "hashmod", "lowercase", "uppercase", "keepequal", "dropequal"}
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+SCRAPE_SCHEMES = {"http", "https", "HTTP", "HTTPS"}
 RULE_FIELDS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
 GROUP_FIELDS = {"name", "interval", "rules", "limit", "partial_response_strategy",
                 "query_offset", "labels"}
@@ -46,10 +81,10 @@ def _seconds(duration: str) -> float:
     return total
 
 
-def _metadata(obj: dict[str, Any], kind: str) -> list[str]:
+def _metadata(obj: dict[str, Any], kind: str, api_version: str = API_VERSION) -> list[str]:
     problems = []
-    if obj.get("apiVersion") != API_VERSION:
-        problems.append(f"{kind}: apiVersion {obj.get('apiVersion')!r}, want {API_VERSION}")
+    if obj.get("apiVersion") != api_version:
+        problems.append(f"{kind}: apiVersion {obj.get('apiVersion')!r}, want {api_version}")
     if obj.get("kind") != kind:
         problems.append(f"kind {obj.get('kind')!r}, want {kind}")
     meta = obj.get("metadata", {})
@@ -211,4 +246,139 @@ def _rule(where: str, rule: dict[str, Any]) -> list[str]:
     for annotation in ("summary", "description"):
         if not rule.get("annotations", {}).get(annotation):
             problems.append(f"{name}: needs a {annotation} annotation")
+    return problems
+
+
+def _operator_relabelings(where: str, items: Any) -> list[str]:
+    """RelabelConfigs as the Operator's CRD validates them (beyond the field names)."""
+    problems = _relabelings(where, items)
+    if items is None or not isinstance(items, list):
+        return problems
+    if not items:
+        problems.append(f"{where}: an empty list is invalid (minItems 1): leave it out")
+    for index, item in enumerate(items):
+        action = item.get("action", "replace")
+        if action not in OPERATOR_RELABEL_ACTIONS:
+            problems.append(f"{where}[{index}]: action {action!r} is neither lower case nor "
+                            "the Operator's CamelCase")
+        for name in item.get("sourceLabels") or []:
+            if not isinstance(name, str) or not LABEL_NAME.match(name):
+                problems.append(f"{where}[{index}]: source label {name!r} is not a label name")
+        if action.lower() in TARGET_LABEL_ACTIONS and not item.get("targetLabel"):
+            problems.append(f"{where}[{index}]: action {action} needs a targetLabel")
+        for key in ("regex", "replacement", "separator", "targetLabel"):
+            if key in item and not isinstance(item[key], str):
+                problems.append(f"{where}[{index}]: {key} must be a string, got {item[key]!r}")
+        if "regex" in item:
+            try:
+                re.compile(item["regex"])
+            except re.error as err:
+                problems.append(f"{where}[{index}]: regex {item['regex']!r}: {err}")
+    return problems
+
+
+def _kubernetes_sd(where: str, config: Any) -> list[str]:
+    if not isinstance(config, dict):
+        return [f"{where}: must be a mapping"]
+    problems = []
+    unknown = set(config) - KUBERNETES_SD_FIELDS
+    if unknown:
+        problems.append(f"{where}: unknown fields {sorted(unknown)}")
+    if config.get("role") not in KUBERNETES_ROLES:
+        problems.append(f"{where}: role {config.get('role')!r} is not one of "
+                        f"{sorted(KUBERNETES_ROLES)}")
+    namespaces = config.get("namespaces")
+    if namespaces is not None:
+        if not isinstance(namespaces, dict):
+            return problems + [f"{where}.namespaces: must be a mapping"]
+        unknown = set(namespaces) - NAMESPACE_DISCOVERY_FIELDS
+        if unknown:
+            problems.append(f"{where}.namespaces: unknown fields {sorted(unknown)}")
+        names = namespaces.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            problems.append(f"{where}.namespaces.names must be a list of namespace names")
+        elif len(set(names)) != len(names):
+            problems.append(f"{where}.namespaces.names must not repeat a name (a set)")
+        if not isinstance(namespaces.get("ownNamespace", False), bool):
+            problems.append(f"{where}.namespaces.ownNamespace must be a boolean")
+    return problems
+
+
+def _duration(where: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) and PROMETHEUS_DURATION.match(value) and value not in ("", "0"):
+        return []
+    return [f"{where} {value!r} is not a Prometheus duration"]
+
+
+def scrape_target_service(obj: dict[str, Any], rendered: Rendered) -> tuple[str, str] | None:
+    """(Service name, port name) of the rendered Service the ScrapeConfig's last
+    ``__address__`` rewrite sends the scrapes to, or None."""
+    rewrites = [r for r in obj["spec"].get("relabelings") or []
+                if r.get("targetLabel") == "__address__"]
+    if not rewrites or rewrites[-1].get("sourceLabels"):
+        return None
+    host, _, port = str(rewrites[-1].get("replacement", "")).rpartition(":")
+    for service in rendered.of_kind("Service"):
+        meta = service["metadata"]
+        if host in (f"{meta['name']}.{meta['namespace']}.svc",
+                    f"{meta['name']}.{meta['namespace']}.svc.cluster.local"):
+            for item in service["spec"]["ports"]:
+                if str(item["port"]) == port:
+                    return meta["name"], item.get("name", "")
+    return None
+
+
+def check_scrape_config(obj: dict[str, Any], rendered: Rendered | None = None) -> list[str]:
+    """A ScrapeConfig: known fields with the Operator's types. With ``rendered``, its scrapes
+    must end up at a port of a rendered Service (the __address__ rewrite of a probe job)."""
+    problems = _metadata(obj, "ScrapeConfig", ALPHA_API_VERSION)
+    spec = obj.get("spec")
+    if not isinstance(spec, dict) or not spec:
+        return problems + ["ScrapeConfig.spec must be a non-empty mapping"]
+    unknown = set(spec) - SCRAPE_CONFIG_SPEC_FIELDS
+    if unknown:
+        problems.append(f"ScrapeConfig.spec: unknown fields {sorted(unknown)}")
+    if "jobName" in spec and not (isinstance(spec["jobName"], str) and spec["jobName"]):
+        problems.append("ScrapeConfig.spec.jobName must be a non-empty string")
+    if not any(spec.get(key) for key in spec if key.endswith("SDConfigs") or
+               key == "staticConfigs"):
+        problems.append("ScrapeConfig.spec has no targets: no staticConfigs or *SDConfigs")
+    configs = spec.get("kubernetesSDConfigs")
+    if configs is not None:
+        if not isinstance(configs, list):
+            problems.append("ScrapeConfig.spec.kubernetesSDConfigs must be a list")
+        else:
+            for index, config in enumerate(configs):
+                problems += _kubernetes_sd(f"ScrapeConfig.spec.kubernetesSDConfigs[{index}]",
+                                           config)
+    path = spec.get("metricsPath")
+    if path is not None and not (isinstance(path, str) and path.startswith("/")):
+        problems.append(f"ScrapeConfig.spec.metricsPath {path!r} must start with /")
+    params = spec.get("params")
+    if params is not None and not (
+            isinstance(params, dict) and all(
+                isinstance(key, str) and isinstance(values, list) and values
+                and all(isinstance(v, str) for v in values) for key, values in params.items())):
+        problems.append(f"ScrapeConfig.spec.params must map names to lists of strings, got "
+                        f"{params!r}")
+    problems += _duration("ScrapeConfig.spec.scrapeInterval", spec.get("scrapeInterval"))
+    problems += _duration("ScrapeConfig.spec.scrapeTimeout", spec.get("scrapeTimeout"))
+    interval, timeout = spec.get("scrapeInterval"), spec.get("scrapeTimeout")
+    if not problems and interval and timeout and _seconds(timeout) > _seconds(interval):
+        problems.append(f"ScrapeConfig: scrapeTimeout {timeout} is longer than scrapeInterval "
+                        f"{interval} (the Operator rejects it)")
+    if spec.get("scheme", "http") not in SCRAPE_SCHEMES:
+        problems.append(f"ScrapeConfig.spec.scheme {spec.get('scheme')!r} is not http or https")
+    for key in ("honorLabels", "honorTimestamps", "enableCompression", "enableHTTP2"):
+        if key in spec and not isinstance(spec[key], bool):
+            problems.append(f"ScrapeConfig.spec.{key} must be a boolean")
+    problems += _operator_relabelings("ScrapeConfig.spec.relabelings", spec.get("relabelings"))
+    problems += _operator_relabelings("ScrapeConfig.spec.metricRelabelings",
+                                      spec.get("metricRelabelings"))
+    if rendered is not None and scrape_target_service(obj, rendered) is None:
+        problems.append("ScrapeConfig: the last relabeling writing __address__ does not send "
+                        "the scrapes to a port of a rendered Service (<name>.<namespace>.svc:"
+                        "<port>)")
     return problems

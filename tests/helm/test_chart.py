@@ -29,7 +29,8 @@ def test_there_is_a_ci_values_file_per_feature():
     names = {ci_id(path) for path in CI_VALUES}
     for feature in ("default", "sidecar-only", "servicemonitor", "podmonitor", "prometheusrule",
                     "dashboards", "networkpolicy", "pdb", "canary-golden-inline",
-                    "canary-existing-configmap", "canary-volume", "custom-config"):
+                    "canary-existing-configmap", "canary-volume", "custom-config", "fleet",
+                    "fleet-canary"):
         assert feature in names
 
 
@@ -69,7 +70,7 @@ def test_operator_objects_have_the_fields_the_operator_expects(values_path):
     for obj in rendered.of_kind("ServiceMonitor"):
         problems += operator_objects.check_service_monitor(obj, rendered, NAMESPACE)
     for obj in rendered.of_kind("PodMonitor"):
-        if merged["mode"] == "serving":
+        if merged["mode"] in ("serving", "fleet"):
             pod = exporter_pods(rendered)[0]
             labels = pod["metadata"]["labels"]
             ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
@@ -78,6 +79,8 @@ def test_operator_objects_have_the_fields_the_operator_expects(values_path):
         problems += operator_objects.check_pod_monitor(obj, labels, ports, NAMESPACE)
     for obj in rendered.of_kind("PrometheusRule"):
         problems += operator_objects.check_prometheus_rule(obj)
+    for obj in rendered.of_kind("ScrapeConfig"):
+        problems += operator_objects.check_scrape_config(obj, rendered)
     assert not problems, "\n".join(problems)
 
 
@@ -92,6 +95,8 @@ def test_optional_objects_are_off_by_default():
     ("podDisruptionBudget", "PodDisruptionBudget")])
 def test_each_optional_object_renders_when_enabled(toggle, kind):
     assert len(render({toggle: {"enabled": True}}).of_kind(kind)) == 1
+    # The same objects in fleet mode, for the fleet exporter's own pods.
+    assert len(render({**FLEET, toggle: {"enabled": True}}).of_kind(kind)) == 1
 
 
 def test_prometheus_rule_ships_the_charts_rules_file_with_labels():
@@ -312,6 +317,210 @@ def test_network_policy_admits_metrics_and_tfserving_ports():
 
 
 # ---------------------------------------------------------------------------------------------
+# Fleet mode.
+# ---------------------------------------------------------------------------------------------
+
+FLEET = {"mode": "fleet", "fleet": {"allowedTargets": ["10.0.0.0/8"]}}
+FLEET_SCRAPE = {"mode": "fleet", "fleet": {
+    "allowedTargets": ["10.0.0.0/8"], "podSelector": {"app.kubernetes.io/name": "tfserving"},
+    "scrapeConfig": {"enabled": True}}}
+
+
+def test_fleet_mode_runs_the_exporter_alone_behind_a_metrics_service():
+    rendered = render(values_file(os.path.join(CHART_DIR, "ci", "fleet-values.yaml")))
+    assert sorted(obj["kind"] for obj in rendered.objects) == [
+        "ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "ScrapeConfig",
+        "Service", "ServiceMonitor"]
+    deployment = rendered.one("Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]
+    assert [c["name"] for c in pod["spec"]["containers"]] == [EXPORTER_CONTAINER]
+    assert "initContainers" not in pod["spec"]
+    exporter = container(pod, EXPORTER_CONTAINER)
+    # The exporter container of serving mode: image, probes, resources, env, security.
+    serving = container(next(iter(render().pod_specs())), EXPORTER_CONTAINER)
+    for key in ("image", "ports", "livenessProbe", "readinessProbe", "resources", "env",
+                "securityContext"):
+        assert exporter[key] == serving[key], key
+    assert exporter["args"] == [
+        "--config.file=/etc/tfserving-exporter/config.yaml", "--web.listen-address=:9850",
+        "--web.telemetry-path=/metrics", "--tfserving.grpc-address=",
+        "--tfserving.rest-address=", "--probe.allowed-target=10.0.0.0/8",
+        "--probe.allowed-target=*.tfserving.svc.cluster.local", "--probe.rest-port=8501",
+        "--fleet.max-targets=50", "--fleet.target-expiry=15m", "--collector.native",
+        "--collector.native.passthrough=false"]
+    assert [m["mountPath"] for m in exporter["volumeMounts"]] == ["/etc/tfserving-exporter"]
+    assert "checksum/config" in pod["metadata"]["annotations"]
+    service = rendered.one("Service")
+    assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("metrics", 9850)]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert rendered.config_map(f"{RELEASE}-tfserving-exporter-tfserving") is None
+
+
+def test_fleet_mode_renders_only_the_exporter_by_default():
+    kinds = sorted(obj["kind"] for obj in render(FLEET).objects)
+    assert kinds == ["ConfigMap", "Deployment", "Service"]
+
+
+def test_fleet_modules_are_merged_into_the_exporters_config():
+    rendered = render(values_file(os.path.join(CHART_DIR, "ci", "fleet-values.yaml")))
+    text = rendered.one("ConfigMap", f"{RELEASE}-tfserving-exporter")["data"]["config.yaml"]
+    config = yaml.safe_load(text)
+    assert sorted(config["fleet"]["modules"]) == ["default", "many-models", "tls"]
+    assert config["fleet"]["max_concurrent_probes"] == 8
+    assert config["fleet"]["modules"]["tls"]["probe"] == {"rest_port": 0}
+    assert config["canary"] == {"interval": "2m"}
+    # Values are not changed by the merge: a second render gives the same text.
+    again = render(values_file(os.path.join(CHART_DIR, "ci", "fleet-values.yaml")))
+    assert again.one("ConfigMap", f"{RELEASE}-tfserving-exporter")["data"]["config.yaml"] == text
+    # Outside fleet mode fleet.modules are not rendered.
+    serving = render({"fleet": {"modules": {"tls": {"probe": {"rest_port": 0}}}}})
+    assert "fleet" not in serving.one("ConfigMap", f"{RELEASE}-tfserving-exporter")["data"][
+        "config.yaml"]
+
+
+def test_fleet_module_changes_roll_the_fleet_pods():
+    def checksum(values):
+        return next(iter(render(values).pod_specs()))["metadata"]["annotations"]["checksum/config"]
+
+    with_module = {**FLEET, "fleet": {**FLEET["fleet"], "modules": {"m": {"models": ["a"]}}}}
+    assert checksum(FLEET) != checksum(with_module)
+
+
+def _relabelings(values) -> list[dict]:
+    return render(values).one("ScrapeConfig")["spec"]["relabelings"]
+
+
+def test_fleet_scrape_config_probes_the_selected_tfserving_pods():
+    rendered = render(FLEET_SCRAPE)
+    scrape = rendered.one("ScrapeConfig")
+    assert scrape["apiVersion"] == "monitoring.coreos.com/v1alpha1"
+    assert scrape["metadata"]["name"] == f"{RELEASE}-tfserving-exporter"
+    assert scrape["metadata"]["namespace"] == NAMESPACE
+    spec = scrape["spec"]
+    assert spec["kubernetesSDConfigs"] == [{"role": "Pod", "namespaces": {"names": [NAMESPACE]}}]
+    assert spec["metricsPath"] == "/probe"
+    assert "params" not in spec and "jobName" not in spec
+    assert (spec["scrapeInterval"], spec["scrapeTimeout"]) == ("30s", "10s")
+    assert spec["relabelings"] == [
+        {"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+         "regex": "tfserving", "action": "keep"},
+        {"sourceLabels": ["__meta_kubernetes_pod_container_port_name"], "regex": "grpc",
+         "action": "keep"},
+        {"sourceLabels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
+        {"sourceLabels": ["__address__"], "targetLabel": "__param_target", "action": "replace"},
+        {"sourceLabels": ["__param_target"], "targetLabel": "instance", "action": "replace"},
+        {"sourceLabels": ["__meta_kubernetes_pod_annotation_tfserving_exporter_models"],
+         "regex": "(.+)", "targetLabel": "__param_model", "action": "replace"},
+        {"sourceLabels": ["__meta_kubernetes_namespace"], "targetLabel": "namespace",
+         "action": "replace"},
+        {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "pod",
+         "action": "replace"},
+        {"targetLabel": "__address__", "replacement": f"{RELEASE}-tfserving-exporter."
+         f"{NAMESPACE}.svc:9850", "action": "replace"}]
+    # The scrapes reach the exporter's Service, whose pods are the fleet exporter's.
+    assert operator_objects.scrape_target_service(scrape, rendered) == (
+        f"{RELEASE}-tfserving-exporter", "metrics")
+    assert not operator_objects.check_scrape_config(scrape, rendered)
+
+
+def test_fleet_scrape_config_values_reach_the_spec():
+    values = values_file(os.path.join(CHART_DIR, "ci", "fleet-values.yaml"))
+    rendered = render(values)
+    scrape = rendered.one("ScrapeConfig")
+    assert scrape["metadata"]["namespace"] == "monitoring"
+    assert scrape["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    spec = scrape["spec"]
+    assert spec["params"] == {"module": ["many-models"]}
+    assert spec["kubernetesSDConfigs"][0]["namespaces"]["names"] == ["ml", "kserve-models"]
+    assert (spec["scrapeInterval"], spec["scrapeTimeout"]) == ("1m", "20s")
+    keeps = [r["sourceLabels"][0] for r in spec["relabelings"] if r.get("action") == "keep"]
+    assert keeps == ["__meta_kubernetes_pod_label_app_kubernetes_io_name",
+                     "__meta_kubernetes_pod_label_app_kubernetes_io_part_of",
+                     "__meta_kubernetes_pod_container_port_name", "__meta_kubernetes_pod_phase"]
+    # The user's relabelings come after the chart's, before the scrape is sent to the exporter.
+    assert spec["relabelings"][-2] == values["fleet"]["scrapeConfig"]["relabelings"][0]
+    assert spec["relabelings"][-1]["targetLabel"] == "__address__"
+    # In another namespace, the address still names the Service in the release namespace.
+    assert spec["relabelings"][-1]["replacement"] == f"{RELEASE}-tfserving-exporter.{NAMESPACE}.svc:9850"
+    assert spec["metricRelabelings"] == values["fleet"]["scrapeConfig"]["metricRelabelings"]
+
+
+def test_fleet_scrape_config_quotes_selector_values_and_port_names_as_regexes():
+    relabelings = _relabelings({**FLEET_SCRAPE, "fleet": {
+        **FLEET_SCRAPE["fleet"], "podSelector": {"example.com/tier": "v1.2+gpu"},
+        "grpcPortName": "grpc", "modelsAnnotation": "models.example.com/served"}})
+    assert relabelings[0] == {"sourceLabels": ["__meta_kubernetes_pod_label_example_com_tier"],
+                              "regex": r"v1\.2\+gpu", "action": "keep"}
+    assert relabelings[5]["sourceLabels"] == [
+        "__meta_kubernetes_pod_annotation_models_example_com_served"]
+
+
+def test_fleet_scrape_config_without_models_annotation_sets_no_model_parameter():
+    relabelings = _relabelings({**FLEET_SCRAPE, "fleet": {**FLEET_SCRAPE["fleet"],
+                                                           "modelsAnnotation": ""}})
+    assert not [r for r in relabelings if r.get("targetLabel") == "__param_model"]
+
+
+def test_fleet_job_name_contains_tfserving_exporter_or_the_notes_warn():
+    notes = render(FLEET_SCRAPE).notes
+    assert f'job "scrapeConfig/{NAMESPACE}/{RELEASE}-tfserving-exporter"' in notes
+    assert "WARNING: the probes' job" not in notes
+    dropped = render({**FLEET_SCRAPE, "fullnameOverride": "tfs"})
+    assert 'WARNING: the probes\' job "scrapeConfig/ml/tfs" does not contain ' \
+        '"tfserving-exporter"' in dropped.notes
+    named = render({**FLEET_SCRAPE, "fullnameOverride": "tfs", "fleet": {
+        **FLEET_SCRAPE["fleet"], "scrapeConfig": {"enabled": True,
+                                                  "jobName": "tfserving-exporter-fleet"}}})
+    assert named.one("ScrapeConfig")["spec"]["jobName"] == "tfserving-exporter-fleet"
+    assert "WARNING: the probes' job" not in named.notes
+
+
+def test_notes_in_fleet_mode_say_how_to_probe():
+    notes = render(values_file(os.path.join(CHART_DIR, "ci", "fleet-values.yaml"))).notes
+    assert "mode: fleet" in notes
+    assert "/probe connects only to targets matching 10.0.0.0/8, " \
+           "*.tfserving.svc.cluster.local" in notes
+    assert "curl -s 'http://127.0.0.1:9850/probe?target=<pod IP>:8500'" in notes
+    assert "Modules (module=NAME): default, many-models, tls." in notes
+    assert "ScrapeConfig tfs-tfserving-exporter in namespace monitoring probes" in notes
+    assert "app.kubernetes.io/name=tfserving, app.kubernetes.io/part-of=ml-platform" in notes
+    assert "ServiceMonitor tfs-tfserving-exporter" in notes
+    assert "No ScrapeConfig" in render(FLEET).notes
+    assert "examples/prometheus-fleet.yml" in render(FLEET).notes
+
+
+def test_scrape_config_check_finds_what_the_operator_rejects():
+    rendered = render(FLEET_SCRAPE)
+    good = rendered.one("ScrapeConfig")
+    assert not operator_objects.check_scrape_config(good, rendered)
+
+    def problems(change) -> str:
+        obj = json.loads(json.dumps(good))
+        change(obj["spec"])
+        return "\n".join(operator_objects.check_scrape_config(obj, rendered))
+
+    assert "unknown fields ['interval']" in problems(lambda s: s.update(interval="30s"))
+    assert "role 'pod'" not in problems(lambda s: s["kubernetesSDConfigs"][0].update(role="Pod"))
+    assert "role 'Pods'" in problems(lambda s: s["kubernetesSDConfigs"][0].update(role="Pods"))
+    assert "unknown fields ['namespace']" in problems(
+        lambda s: s["kubernetesSDConfigs"][0].update(namespace="ml"))
+    assert "unknown fields ['source_labels']" in problems(
+        lambda s: s["relabelings"][0].update(source_labels=["a"]))
+    assert "action 'KEEP'" in problems(lambda s: s["relabelings"][0].update(action="KEEP"))
+    assert "needs a targetLabel" in problems(lambda s: s["relabelings"][3].pop("targetLabel"))
+    assert "is not a label name" in problems(
+        lambda s: s["relabelings"][0].update(sourceLabels=["app.kubernetes.io/name"]))
+    assert "minItems 1" in problems(lambda s: s.update(metricRelabelings=[]))
+    assert "scrapeTimeout 1m is longer" in problems(lambda s: s.update(scrapeTimeout="1m"))
+    assert "params must map names to lists" in problems(lambda s: s.update(params={"m": "x"}))
+    assert "does not send the scrapes to a port of a rendered Service" in problems(
+        lambda s: s["relabelings"][-1].update(replacement="elsewhere.ml.svc:9850"))
+    assert "apiVersion" in "\n".join(operator_objects.check_scrape_config(
+        {**good, "apiVersion": "monitoring.coreos.com/v1"}))
+
+
+# ---------------------------------------------------------------------------------------------
 # NOTES.txt
 # ---------------------------------------------------------------------------------------------
 
@@ -358,6 +567,24 @@ def test_notes_in_sidecar_only_mode_show_the_includes():
     ({"tfserving": {"models": [{"name": "m", "basePath": "/m", "versionPolicy": {"newest": {}}}]}},
      "/tfserving/models/0/versionPolicy"),
     ({"exporter": {"telemetryPath": "/-/metrics"}}, "/exporter/telemetryPath"),
+    ({"mode": "fleet", "fleet": {"allowedTargets": ["10.0.0.0/8"], "maxTarget": 5}},
+     "additional properties 'maxTarget' not allowed"),
+    ({"fleet": {"allowedTargets": ["10.0.0.0/8 *.svc"]}}, "/fleet/allowedTargets/0"),
+    ({"fleet": {"restPort": 70000}}, "/fleet/restPort"),
+    ({"fleet": {"targetExpiry": "10 minutes"}}, "/fleet/targetExpiry"),
+    ({"fleet": {"modules": {"tls": {"probe": {"rest_prt": 0}}}}},
+     "additional properties 'rest_prt' not allowed"),
+    ({"fleet": {"modules": {"tls": {"tfserving": {"grpc_address": "tfs:8500"}}}}},
+     "additional properties 'grpc_address' not allowed"),
+    ({"fleet": {"modules": {"tls": {"web": {"listen_address": ":1"}}}}},
+     "additional properties 'web' not allowed"),
+    ({"fleet": {"modules": {"bad name": {}}}}, "invalid propertyName 'bad name'"),
+    ({"exporter": {"config": {"fleet": {"modules": {"m": {"models": "a"}}}}}},
+     "/exporter/config/fleet/modules/m/models"),
+    ({"fleet": {"podSelector": {"app": ""}}}, "/fleet/podSelector/app"),
+    ({"fleet": {"scrapeConfig": {"interval": "30 seconds"}}}, "/fleet/scrapeConfig/interval"),
+    ({"fleet": {"scrapeConfig": {"intervall": "30s"}}},
+     "additional properties 'intervall' not allowed"),
 ])
 def test_schema_rejects_bad_values(values, message):
     errors = helm().errors
@@ -376,9 +603,6 @@ def test_schema_rejects_bad_values(values, message):
      "sidecarOnly.podSelector is required in sidecar-only mode for the NetworkPolicy"),
     ({"mode": "sidecar-only", "serviceMonitor": {"enabled": True}},
      "serviceMonitor.enabled needs a Service to select"),
-    ({"mode": "sidecar-only", "podDisruptionBudget": {"enabled": True},
-      "sidecarOnly": {"podSelector": {"app": "x"}}},
-     "podDisruptionBudget is for the chart's own TF Serving pods"),
     ({"tfserving": {"models": []}}, "tfserving.models must list at least one model"),
     ({"tfserving": {"models": [{"name": "m", "basePath": "/a"}, {"name": "m", "basePath": "/b"}]}},
      'tfserving.models[1]: duplicate model name "m"'),
@@ -396,6 +620,29 @@ def test_schema_rejects_bad_values(values, message):
     ({"exporter": {"config": {"collectors": {"native": {"passthrough": True}}}}},
      "exporter.config.collectors.native.passthrough is set by the chart with a command-line "
      "flag: set exporter.nativeCollector.passthrough instead"),
+    ({"mode": "fleet"},
+     "fleet.allowedTargets is required in fleet mode: list the targets /probe may connect to"),
+    ({"mode": "fleet", "fleet": {"allowedTargets": []}},
+     "With an empty list /probe refuses every target."),
+    ({**FLEET, "exporter": {"config": {"probe": {"allowed_targets": ["10.0.0.0/8"]}}}},
+     "exporter.config.probe.allowed_targets is set by the chart with a command-line flag: "
+     "set fleet.allowedTargets instead"),
+    ({**FLEET, "exporter": {"config": {"fleet": {"target_expiry": "1h"}}}},
+     "exporter.config.fleet.target_expiry is set by the chart with a command-line flag: "
+     "set fleet.targetExpiry instead"),
+    ({**FLEET, "exporter": {"tfserving": {"grpcAddress": "tfs:8500"}}},
+     "exporter.tfserving.grpcAddress is not used in fleet mode"),
+    ({"mode": "fleet", "fleet": {"allowedTargets": ["10.0.0.0/8"], "modules": {"m": {}}},
+      "exporter": {"config": {"fleet": {"modules": {"m": {}}}}}},
+     "fleet.modules.m is also defined in exporter.config.fleet.modules: define each module "
+     "in one place"),
+    ({**FLEET, "fleet": {"allowedTargets": ["10.0.0.0/8"], "scrapeConfig": {"enabled": True}}},
+     "fleet.podSelector is required for the ScrapeConfig (fleet.scrapeConfig.enabled)"),
+    ({"fleet": {"scrapeConfig": {"enabled": True}, "podSelector": {"app": "tfserving"}}},
+     "fleet.scrapeConfig.enabled is for mode fleet"),
+    ({"mode": "sidecar-only", "podDisruptionBudget": {"enabled": True},
+      "sidecarOnly": {"podSelector": {"app": "x"}}},
+     "podDisruptionBudget is for the chart's own pods (modes serving and fleet)"),
 ])
 def test_missing_or_conflicting_values_fail_with_a_clear_message(values, message):
     assert message in render_error(values)

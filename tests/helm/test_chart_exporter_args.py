@@ -17,7 +17,8 @@ from tests.helm.rendering import (CHART_DIR, CI_VALUES, EXPORTER_CONTAINER, ROOT
 from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR
 
 CONFIG_MOUNT = "/etc/tfserving-exporter"
-CASES_WITH_GOLDEN_FILES = ("canary-golden-inline", "canary-existing-configmap", "canary-volume")
+CASES_WITH_GOLDEN_FILES = ("canary-golden-inline", "canary-existing-configmap", "canary-volume",
+                           "fleet-canary")
 
 
 def materialize(rendered: Rendered, pod: dict[str, Any], root: str) -> dict[str, str]:
@@ -73,12 +74,13 @@ def check_config(rendered: Rendered, tmp_path) -> list[subprocess.CompletedProce
     return results
 
 
-SERVING_CASES = [pytest.param(None, id="defaults")] + [
+# The chart's own pods: serving and fleet modes (sidecar-only is checked through the example).
+CHART_POD_CASES = [pytest.param(None, id="defaults")] + [
     pytest.param(path, id=ci_id(path)) for path in CI_VALUES
-    if values_file(path).get("mode", "serving") == "serving"]
+    if values_file(path).get("mode", "serving") in ("serving", "fleet")]
 
 
-@pytest.mark.parametrize("values_path", SERVING_CASES)
+@pytest.mark.parametrize("values_path", CHART_POD_CASES)
 def test_rendered_exporter_args_pass_check_config(values_path, tmp_path):
     rendered = render(values_file(values_path) if values_path else {})
     for result in check_config(rendered, tmp_path):
@@ -140,3 +142,56 @@ def test_sidecar_only_ports_and_protocols_reach_the_args(tmp_path):
     assert "--no-collector.native" in args
     [result] = check_config(rendered, tmp_path / "files")
     assert result.returncode == 0, result.stderr
+
+
+def _loaded_config(rendered: Rendered, tmp_path):
+    """The exporter's Config as the rendered container's args and files give it."""
+    from exporter.cli import build_parser, overrides_from_args
+    from exporter.config import load_config
+
+    [pod] = exporter_pods(rendered)
+    mapping = materialize(rendered, pod, str(tmp_path))
+    args = local_args(container(pod, EXPORTER_CONTAINER)["args"], mapping)
+    parsed = build_parser().parse_args(["check-config", *args])
+    return load_config(parsed.config_file, overrides_from_args(parsed))
+
+
+def test_fleet_values_reach_the_exporter(tmp_path):
+    rendered = render(values_file(os.path.join(CHART_DIR, "ci", "fleet-values.yaml")))
+    [result] = check_config(rendered, tmp_path / "check")
+    assert result.returncode == 0, result.stderr
+    assert "fleet mode" in result.stderr, result.stderr  # the exporter says it has no address
+    config = _loaded_config(rendered, tmp_path / "load")
+    assert config.fleet_only
+    assert config.probe.allowed_targets == ("10.0.0.0/8", "*.tfserving.svc.cluster.local")
+    assert config.probe.rest_port == 8501
+    assert config.fleet.max_targets == 50 and config.fleet.target_expiry == 900
+    assert config.fleet.max_concurrent_probes == 8  # from exporter.config
+    assert sorted(config.modules) == ["default", "many-models", "tls"]
+    tls = config.module("tls")
+    assert tls.probe.rest_port == 0 and tls.tfserving.grpc_tls.enabled
+    assert not tls.collectors.native.enabled
+    assert config.module("many-models").limits.max_models == 1000
+    # Modules inherit what they leave out; the default module is fleet.modules.default.
+    assert tls.probe.allowed_targets == config.probe.allowed_targets
+    assert config.module(None).models == ("half_plus_two",)
+    assert config.canary.interval == 120
+
+
+def test_fleet_defaults_reach_the_exporter(tmp_path):
+    rendered = render({"mode": "fleet", "fleet": {"allowedTargets": ["10.0.0.0/8"]}})
+    config = _loaded_config(rendered, tmp_path)
+    assert config.fleet_only and config.probe.allowed_targets == ("10.0.0.0/8",)
+    assert (config.probe.rest_port, config.fleet.max_targets, config.fleet.target_expiry) == (
+        8501, 100, 600)
+    assert not config.modules
+
+
+def test_a_fleet_module_the_exporter_refuses_fails_check_config(tmp_path):
+    # The schema checks a module's keys and types; the exporter checks its values too.
+    rendered = render({"mode": "fleet", "fleet": {
+        "allowedTargets": ["10.0.0.0/8"],
+        "modules": {"broken": {"probe": {"allowed_targets": ["10.0.0.0/33"]}}}}})
+    [result] = check_config(rendered, tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert "fleet.modules.broken.probe.allowed_targets" in result.stderr, result.stderr

@@ -171,10 +171,14 @@ def test_the_chart_refuses_exactly_the_settings_it_passes_as_flags(tmp_path):
     from exporter.config import SCHEMA
 
     owned = set(sync_module().flag_owned_settings())
-    # Every flag-passing branch of the chart's exporter args: both modes, with golden sets,
+    # Every flag-passing branch of the chart's exporter args: every mode, with golden sets,
     # models.config and TF Serving's page path (sidecar-only passes it only when set).
     passed = {
         "serving": _settings_passed_as_flags(render({"canary": {"existingConfigMap": "g"}})),
+        "fleet": _settings_passed_as_flags(render({
+            "mode": "fleet", "fleet": {"allowedTargets": ["10.0.0.0/8"]},
+            "canary": {"existingConfigMap": "g"},
+            "exporter": {"nativeCollector": {"metricsPath": "/monitoring/prometheus/metrics"}}})),
         # The example chart has golden sets and models.config in sidecar-only mode.
         "sidecar-only": _settings_passed_as_flags(render(
             {"tfserving-exporter": {"exporter": {"nativeCollector": {

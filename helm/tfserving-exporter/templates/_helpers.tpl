@@ -91,14 +91,27 @@ Object names.
 {{- if eq .Values.mode "serving" }}true{{ end -}}
 {{- end -}}
 
+{{- define "tfserving-exporter.fleetMode" -}}
+{{- if eq .Values.mode "fleet" }}true{{ end -}}
+{{- end -}}
+
 {{/*
-The pods the exporter runs in: the chart's TF Serving pods (serving mode) or the user's pods
-(sidecar-only mode, `sidecarOnly.podSelector`, required). Rendered as matchLabels content.
+The chart deploys pods of its own: TF Serving with the sidecar (serving) or the fleet exporter
+(fleet). In sidecar-only mode the pods are the user's.
+*/}}
+{{- define "tfserving-exporter.ownPods" -}}
+{{- if or (include "tfserving-exporter.servingMode" .) (include "tfserving-exporter.fleetMode" .) }}true{{ end -}}
+{{- end -}}
+
+{{/*
+The pods the exporter runs in: the chart's TF Serving pods (serving mode), the chart's fleet
+exporter pods (fleet mode) or the user's pods (sidecar-only mode, `sidecarOnly.podSelector`,
+required). Rendered as matchLabels content.
 Takes (dict "ctx" $ "what" "<the object that needs it>").
 */}}
 {{- define "tfserving-exporter.podSelectorLabels" -}}
 {{- $ctx := .ctx -}}
-{{- if include "tfserving-exporter.servingMode" $ctx -}}
+{{- if include "tfserving-exporter.ownPods" $ctx -}}
 {{ include "tfserving-exporter.selectorLabels" $ctx }}
 {{- else -}}
 {{- if not $ctx.Values.sidecarOnly.podSelector -}}
@@ -126,10 +139,15 @@ collectors.native.passthrough: exporter.nativeCollector.passthrough
 web.listen_address: exporter.port
 web.telemetry_path: exporter.telemetryPath
 canary.golden_dir: canary.goldenSets, canary.existingConfigMap or canary.volume
+probe.allowed_targets: fleet.allowedTargets
+probe.rest_port: fleet.restPort
+fleet.max_targets: fleet.maxTargets
+fleet.target_expiry: fleet.targetExpiry
 {{- end -}}
 
 {{- define "tfserving-exporter.configYaml" -}}
-{{- $config := .Values.exporter.config | default dict -}}
+{{- /* A copy: the modules merged in below must not change .Values, read again by later includes. */ -}}
+{{- $config := deepCopy (.Values.exporter.config | default dict) -}}
 {{- range $setting, $value := include "tfserving-exporter.flagOwnedSettings" . | fromYaml -}}
 {{- $parts := splitList "." $setting -}}
 {{- $parent := $config -}}
@@ -139,6 +157,18 @@ canary.golden_dir: canary.goldenSets, canary.existingConfigMap or canary.volume
 {{- if and (kindIs "map" $parent) (hasKey $parent (last $parts)) -}}
 {{- fail (printf "exporter.config.%s is set by the chart with a command-line flag: set %s instead" $setting $value) -}}
 {{- end -}}
+{{- end -}}
+{{- if and (include "tfserving-exporter.fleetMode" .) .Values.fleet.modules -}}
+{{- $fleet := get $config "fleet" | default dict -}}
+{{- $modules := get $fleet "modules" | default dict -}}
+{{- range $name, $module := .Values.fleet.modules -}}
+{{- if hasKey $modules $name -}}
+{{- fail (printf "fleet.modules.%s is also defined in exporter.config.fleet.modules: define each module in one place" $name) -}}
+{{- end -}}
+{{- $_ := set $modules $name $module -}}
+{{- end -}}
+{{- $_ := set $fleet "modules" $modules -}}
+{{- $_ := set $config "fleet" $fleet -}}
 {{- end -}}
 {{- if $config -}}
 {{- toYaml $config -}}
@@ -215,6 +245,8 @@ Where the exporter finds models.config: {"volume", "mountPath", "file"}, or empt
 volume: tfserving-config
 mountPath: /config
 file: /config/models.config
+{{- else if include "tfserving-exporter.fleetMode" . -}}
+{{- /* Fleet mode: models come from each probe's module and model parameters. */ -}}
 {{- else if .Values.sidecarOnly.modelConfig.volumeName -}}
 {{- $m := .Values.sidecarOnly.modelConfig -}}
 volume: {{ $m.volumeName }}
@@ -234,8 +266,12 @@ file: {{ printf "%s/%s" (trimSuffix "/" $m.mountPath) $m.fileName }}
 - --config.file=/etc/tfserving-exporter/config.yaml
 - --web.listen-address=:{{ .Values.exporter.port }}
 - --web.telemetry-path={{ .Values.exporter.telemetryPath }}
+{{- if include "tfserving-exporter.fleetMode" . }}
+{{- include "tfserving-exporter.fleetArgs" . }}
+{{- else }}
 - --tfserving.grpc-address={{ ternary "" $grpc (eq $grpc "-") }}
 - --tfserving.rest-address={{ ternary "" $rest (eq $rest "-") }}
+{{- end }}
 {{- with $metricsPath }}
 - --tfserving.metrics-path={{ . }}
 {{- end }}
@@ -250,6 +286,103 @@ file: {{ printf "%s/%s" (trimSuffix "/" $m.mountPath) $m.fileName }}
 {{- with .Values.exporter.extraArgs }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Fleet mode: no TF Serving address of the exporter's own (each probe's target is one), the
+allow-list of targets and the fleet's limits.
+*/}}
+{{- define "tfserving-exporter.fleetArgs" -}}
+{{- $fleet := .Values.fleet -}}
+{{- range $value := list "grpcAddress" "restAddress" -}}
+{{- if index $.Values.exporter.tfserving $value -}}
+{{- fail (printf "exporter.tfserving.%s is not used in fleet mode, where each probe's target says where TF Serving is: leave it empty" $value) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $fleet.allowedTargets -}}
+{{- fail "fleet.allowedTargets is required in fleet mode: list the targets /probe may connect to, e.g. --set fleet.allowedTargets={10.0.0.0/8} (CIDRs match targets given as IP addresses, as pod discovery gives them: use your pod CIDR; host globs such as *.svc.cluster.local match targets given by name). With an empty list /probe refuses every target." -}}
+{{- end }}
+- --tfserving.grpc-address=
+- --tfserving.rest-address=
+{{- range $fleet.allowedTargets }}
+- {{ printf "--probe.allowed-target=%s" . | quote }}
+{{- end }}
+- --probe.rest-port={{ $fleet.restPort }}
+- --fleet.max-targets={{ $fleet.maxTargets }}
+- --fleet.target-expiry={{ $fleet.targetExpiry }}
+{{- end -}}
+
+{{/*
+The exporter's Service as Prometheus reaches it from any namespace: host:port.
+*/}}
+{{- define "tfserving-exporter.serviceAddress" -}}
+{{- printf "%s.%s.svc:%v" (include "tfserving-exporter.fullname" .) .Release.Namespace .Values.exporter.port -}}
+{{- end -}}
+
+{{/*
+A Kubernetes label or annotation name as Prometheus' service discovery writes it in a meta
+label: every character but letters, digits and "_" becomes "_".
+*/}}
+{{- define "tfserving-exporter.metaLabelName" -}}
+{{- regexReplaceAll "[^a-zA-Z0-9_]" . "_" -}}
+{{- end -}}
+
+{{/*
+The relabelings of fleet mode (RelabelConfig list, the Operator's field names): keep the TF
+Serving pods fleet.podSelector selects, running, on their gRPC port; the pod's address becomes
+the probe's target and `instance`; the models annotation the `model` parameter; `namespace`
+and `pod` are copied; then `fleet.scrapeConfig.relabelings`; last, the scrape goes to the
+exporter's Service. examples/prometheus-fleet.yml has the same rules for a plain
+prometheus.yml (a test compares the two).
+*/}}
+{{- define "tfserving-exporter.fleetRelabelings" -}}
+{{- $fleet := .Values.fleet -}}
+{{- if not $fleet.podSelector -}}
+{{- fail "fleet.podSelector is required for the ScrapeConfig (fleet.scrapeConfig.enabled): set the labels of the TF Serving pods to probe, e.g. --set fleet.podSelector.app=tfserving" -}}
+{{- end -}}
+{{- range $name, $value := $fleet.podSelector }}
+- sourceLabels: [__meta_kubernetes_pod_label_{{ include "tfserving-exporter.metaLabelName" $name }}]
+  regex: {{ regexQuoteMeta $value | quote }}
+  action: keep
+{{- end }}
+- sourceLabels: [__meta_kubernetes_pod_container_port_name]
+  regex: {{ regexQuoteMeta $fleet.grpcPortName | quote }}
+  action: keep
+- sourceLabels: [__meta_kubernetes_pod_phase]
+  regex: Running
+  action: keep
+- sourceLabels: [__address__]
+  targetLabel: __param_target
+  action: replace
+- sourceLabels: [__param_target]
+  targetLabel: instance
+  action: replace
+{{- with $fleet.modelsAnnotation }}
+- sourceLabels: [__meta_kubernetes_pod_annotation_{{ include "tfserving-exporter.metaLabelName" . }}]
+  regex: (.+)
+  targetLabel: __param_model
+  action: replace
+{{- end }}
+- sourceLabels: [__meta_kubernetes_namespace]
+  targetLabel: namespace
+  action: replace
+- sourceLabels: [__meta_kubernetes_pod_name]
+  targetLabel: pod
+  action: replace
+{{- with $fleet.scrapeConfig.relabelings }}
+{{ toYaml . }}
+{{- end }}
+- targetLabel: __address__
+  replacement: {{ include "tfserving-exporter.serviceAddress" . | quote }}
+  action: replace
+{{- end -}}
+
+{{/*
+The `job` label of the fleet's probes: spec.jobName, else what the Operator names the job.
+*/}}
+{{- define "tfserving-exporter.fleetJob" -}}
+{{- $sc := .Values.fleet.scrapeConfig -}}
+{{- $sc.jobName | default (printf "scrapeConfig/%s/%s" ($sc.namespace | default .Release.Namespace) (include "tfserving-exporter.fullname" .)) -}}
 {{- end -}}
 
 {{- define "tfserving-exporter.sidecarContainer.render" -}}
