@@ -15,16 +15,30 @@ import re
 
 import jsonschema
 import pytest
+import yaml
 
 from tests.conftest import require_tool
 from tests.test_rules import (PROMETHEUS_SERIES, ROOT, is_documented, metric_names,
-                              recording_names, selectors)
+                              recording_names, run_promtool, selectors)
 
 DASHBOARD_DIR = os.path.join(ROOT, "grafana", "dashboards")
 DASHBOARD_FILES = sorted(glob.glob(os.path.join(DASHBOARD_DIR, "*.json")))
 EXPECTED = {"tfserving-overview.json", "tfserving-models-canaries.json", "tfserving-exporter.json"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 GRID_WIDTH = 24
+EXPORTER_DASHBOARD = "tfserving-exporter.json"
+
+# What each kind of scrape carries (issue 15). Sidecar mode: one /metrics per TF Serving pod with
+# everything. Fleet mode: a probe (/probe?target=...) returns the TF Serving families of one
+# target under instance = the target, and the fleet exporter's own /metrics has the rest and no
+# tfserving_up.
+EVERY_PROBE = {"tfserving_up", "tfserving_exporter_collector_success",
+               "tfserving_exporter_collector_duration_seconds",
+               "tfserving_exporter_scrape_timeout_seconds"}
+EXPORTER_OWN_ONLY = {"tfserving_exporter_build_info", "tfserving_exporter_scrape_errors_total",
+                     "tfserving_exporter_config_last_reload_successful",
+                     "tfserving_exporter_config_last_reload_success_timestamp_seconds",
+                     "tfserving_exporter_fleet_targets", "python_info"}
 
 
 def load(path: str) -> dict:
@@ -115,8 +129,8 @@ def test_templating_has_datasource_job_instance_model(path):
         assert variable["type"] == "query"
         assert variable["datasource"] == DATASOURCE
         assert re.fullmatch(r"label_values\((.+), %s\)" % name, variable["query"])
-        for metric in metric_names(variable["query"][len("label_values("):-1].rsplit(",", 1)[0]):
-            assert is_documented(metric), metric
+        metrics = selected_metrics(variable_selector(variable))
+        assert metrics and all(is_documented(metric) for metric in metrics), metrics
     # each variable narrows by the ones before it
     assert '$job' in variables["instance"]["query"]
     assert '$instance' in variables["model"]["query"]
@@ -183,3 +197,237 @@ def test_every_range_is_the_rate_interval_and_every_selector_is_filtered(path):
             if metric.startswith(("tfserving_model", "tfserving_canary", "tfserving_request",
                                   "tfserving_runtime")) or metric.startswith("model"):
                 assert 'model=~"$model"' in matchers, (panel["title"], metric)
+
+
+# ---- fleet mode: instance is the TF Serving target ---------------------------------------------
+
+def variables(dashboard: dict) -> dict[str, dict]:
+    return {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+
+
+def variable_selector(variable: dict) -> str:
+    """The series selector of a ``label_values(<selector>, <label>)`` query."""
+    return variable["query"][len("label_values("):-1].rsplit(",", 1)[0].strip()
+
+
+def selected_metrics(selector: str) -> set[str]:
+    """Metric names a selector can match: its name, or the names of a __name__ matcher, which
+    must then be a plain alternation of names (so the set is exact)."""
+    names = metric_names(selector)
+    for op, value in re.findall(r'__name__\s*(=~|=)\s*"([^"]*)"', selector):
+        alternatives = value.split("|") if op == "=~" else [value]
+        assert all(re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", name) for name in alternatives), \
+            selector
+        names |= set(alternatives)
+    return names
+
+
+def is_exporter_own(name: str) -> bool:
+    return name in EXPORTER_OWN_ONLY or name.startswith("process_")
+
+
+def test_selected_metrics_reads_name_matchers():
+    assert selected_metrics('tfserving_up{job=~"$job"}') == {"tfserving_up"}
+    assert selected_metrics('{__name__=~"tfserving_up|tfserving_exporter_build_info", '
+                            'job=~"$job"}') == {"tfserving_up", "tfserving_exporter_build_info"}
+    with pytest.raises(AssertionError):
+        selected_metrics('{__name__=~"tfserving_.+"}')
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=ids)
+def test_job_and_instance_variables_find_fleet_targets(path):
+    """Every probe carries a metric the variables select, so a fleet target (instance = the
+    target, job = the probe job) is offered like a sidecar. The TF Serving dashboards offer
+    only instances with TF Serving series (not the fleet exporter's own /metrics); the Exporter
+    dashboard also offers the exporters' own instances, for its process panels."""
+    dashboard = load(path)
+    for name in ("job", "instance"):
+        selected = selected_metrics(variable_selector(variables(dashboard)[name]))
+        assert selected, name
+        assert all(is_documented(metric) for metric in selected), (name, selected)
+        assert selected & EVERY_PROBE, f"{name}: selects nothing a fleet probe returns"
+        if os.path.basename(path) == EXPORTER_DASHBOARD:
+            assert "tfserving_exporter_build_info" in selected, \
+                f"{name}: the fleet exporter's own instance (process panels) is not offered"
+        else:
+            assert selected <= EVERY_PROBE, \
+                f"{name}: offers instances without TF Serving series ({selected - EVERY_PROBE})"
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=ids)
+def test_job_all_means_the_listed_jobs(path):
+    """With All, $job must be the jobs the variable found, not `.+`: `up` and
+    `scrape_duration_seconds` exist for every target of every job Prometheus scrapes."""
+    assert "allValue" not in variables(load(path))["job"]
+
+
+def test_exporter_own_metrics_only_on_the_exporter_dashboard():
+    """Panels on the TF Serving dashboards must not need the exporter's own /metrics: in fleet
+    mode those series are under the fleet exporter's instance, not the TF Serving target's."""
+    for path in DASHBOARD_FILES:
+        if os.path.basename(path) == EXPORTER_DASHBOARD:
+            continue
+        for panel, expr in exprs(load(path)):
+            assert not {name for name in metric_names(expr) if is_exporter_own(name)}, \
+                (panel["title"], expr)
+
+
+# A fleet and a sidecar in one Prometheus, as promtool input series: a sidecar job with one pod;
+# a probe job (chart ScrapeConfig naming) with targets T1, T2 answering and T3 whose probe fails
+# (only `up` 0); the fleet exporter's own job; and an unrelated job that must never show.
+SIDECAR_JOB, SIDECAR = "tfserving-exporter", "10.2.0.7:9850"
+PROBE_JOB = "scrapeConfig/ml/serving-tfserving-exporter"
+TARGETS = ("10.0.0.1:8500", "10.0.0.2:8500")
+FAILING_TARGET = "10.0.0.3:8500"
+FLEET_JOB, FLEET_EXPORTER = "serving-tfserving-exporter", "10.1.0.9:9850"
+OTHER_JOB, OTHER = "node", "10.3.0.1:9100"
+
+
+def _series(name: str, job: str, instance: str, value: str = "1", **labels) -> dict:
+    text = ",".join([f'job="{job}"', f'instance="{instance}"']
+                    + [f'{key}="{val}"' for key, val in labels.items()])
+    return {"series": f"{name}{{{text}}}", "values": f"{value}+0x10"}
+
+
+def mixed_fleet_series() -> list[dict]:
+    series = []
+    for job, instance in [(SIDECAR_JOB, SIDECAR)] + [(PROBE_JOB, t) for t in TARGETS]:
+        series += [_series("up", job, instance),
+                   _series("tfserving_up", job, instance, protocol="grpc"),
+                   _series("tfserving_exporter_collector_success", job, instance,
+                           collector="status"),
+                   _series("tfserving_model_available_versions", job, instance,
+                           model="half_plus_two")]
+    for job, instance in ((SIDECAR_JOB, SIDECAR), (FLEET_JOB, FLEET_EXPORTER)):
+        series += [_series("tfserving_exporter_build_info", job, instance, version="0.2.0",
+                           python_version="3.11.7"),
+                   _series("process_resident_memory_bytes", job, instance, "60000000")]
+    # the fleet exporter tracks its probed targets; a sidecar exports 0
+    series += [_series("tfserving_exporter_fleet_targets", FLEET_JOB, FLEET_EXPORTER,
+                       str(len(TARGETS) + 1)),
+               _series("tfserving_exporter_fleet_targets", SIDECAR_JOB, SIDECAR, "0")]
+    series += [_series("up", PROBE_JOB, FAILING_TARGET, "0"),
+               _series("up", FLEET_JOB, FLEET_EXPORTER),
+               _series("up", OTHER_JOB, OTHER),
+               _series("process_resident_memory_bytes", OTHER_JOB, OTHER, "20000000")]
+    return series
+
+
+def grafana_all(values) -> str:
+    """How Grafana writes a multi-value variable with All selected (and no allValue) into a
+    Prometheus query: the values, regex-escaped, as one alternation."""
+    return "(" + "|".join(re.sub(r"([\\^$*+?.()|{}\[\]])", r"\\\\\1", value)
+                          for value in sorted(values)) + ")"
+
+
+def substitute(dashboard: dict, expr: str, jobs) -> str:
+    """Grafana's interpolation with All selected everywhere: a variable's allValue when it has
+    one, else the values the variable found (``jobs`` for $job)."""
+    found = {"job": jobs}
+    values = {"$__rate_interval": "1m"}
+    for name, variable in variables(dashboard).items():
+        if variable["type"] == "query":
+            all_value = variable.get("allValue")
+            assert all_value or name in found, f"${name}: no allValue, and its values unknown"
+            values["$" + name] = all_value or grafana_all(found[name])
+    for name in sorted(values, key=len, reverse=True):
+        expr = expr.replace(name, values[name])
+    assert "$" not in expr, expr
+    return expr
+
+
+def panel_expr(dashboard: dict, title: str, ref_id: str = "A") -> str:
+    [panel] = [panel for panel in data_panels(dashboard) if panel["title"] == title]
+    [target] = [target for target in panel["targets"] if target["refId"] == ref_id]
+    return target["expr"]
+
+
+def grouped(expr: str, label: str, values, eval_time: str = "5m") -> dict:
+    """promtool check: ``group by (label) (expr)`` has exactly one sample per value."""
+    return {"expr": f"group by ({label}) ({expr})", "eval_time": eval_time,
+            "exp_samples": [{"labels": f'{{{label}="{value}"}}', "value": 1}
+                            for value in sorted(values)]}
+
+
+def scalar(expr: str, value: float, eval_time: str = "5m") -> dict:
+    return {"expr": expr, "eval_time": eval_time, "exp_samples": [{"labels": "{}",
+                                                                    "value": value}]}
+
+
+def test_variables_and_exporter_panels_on_fleet_and_sidecar_series(tmp_path):
+    """The variable queries and the panels that depend on what an instance is, evaluated by
+    promtool on a sidecar and a fleet side by side, with $job/$instance as Grafana fills them in
+    with All. (The full fleet e2e, with a real fleet exporter, is in tests/test_fleet*.py.)"""
+    tfserving_jobs = {SIDECAR_JOB, PROBE_JOB}
+    tfserving_instances = {SIDECAR, *TARGETS}
+    checks = []
+    for path in DASHBOARD_FILES:
+        dashboard = load(path)
+        exporter = os.path.basename(path) == EXPORTER_DASHBOARD
+        jobs = tfserving_jobs | ({FLEET_JOB} if exporter else set())
+        instances = tfserving_instances | ({FLEET_EXPORTER} if exporter else set())
+
+        def query(expr: str) -> str:
+            return substitute(dashboard, expr, jobs)
+
+        def panel(title: str, ref_id: str = "A") -> str:
+            return query(panel_expr(dashboard, title, ref_id))
+
+        variable = variables(dashboard)
+        checks += [grouped(query(variable_selector(variable["job"])), "job", jobs),
+                   grouped(query(variable_selector(variable["instance"])), "instance",
+                           instances),
+                   grouped(query(variable_selector(variable["model"])), "model",
+                           {"half_plus_two"})]
+        if exporter:
+            checks += [
+                # scraped: every target of the jobs, the failing probe and the fleet exporter
+                grouped(panel("Exporter scraped"), "instance", instances | {FAILING_TARGET}),
+                # per target: the collectors of each probe
+                grouped(panel("Collector success"), "instance", tfserving_instances),
+                # the process: the exporters' own instances in both modes, no other job's
+                grouped(panel("Resident memory"), "instance", {SIDECAR, FLEET_EXPORTER}),
+                grouped(panel("Exporter versions"), "instance", {SIDECAR, FLEET_EXPORTER}),
+                # targets tracked: per exporter, the fleet's count and a sidecar's 0
+                {"expr": panel("Fleet targets tracked"), "eval_time": "5m",
+                 "exp_samples": [
+                     {"labels": f'tfserving_exporter_fleet_targets{{job="{FLEET_JOB}", '
+                                f'instance="{FLEET_EXPORTER}"}}', "value": len(TARGETS) + 1},
+                     {"labels": f'tfserving_exporter_fleet_targets{{job="{SIDECAR_JOB}", '
+                                f'instance="{SIDECAR}"}}', "value": 0}]},
+            ]
+        elif dashboard["uid"] == "tfserving-overview":
+            # one scrape target per TF Serving: the sidecar and each probe, the failing one down
+            checks += [scalar(panel("Targets scraped", "A"), 3),
+                       scalar(panel("Targets scraped", "B"), 4),
+                       scalar(panel("TF Serving instances reachable", "A"), 3)]
+    test_file = tmp_path / "dashboards.test.yaml"
+    test_file.write_text(yaml.safe_dump({
+        "rule_files": [], "evaluation_interval": "1m",
+        "tests": [{"name": "dashboards on fleet and sidecar series", "interval": "1m",
+                   "input_series": mixed_fleet_series(), "promql_expr_test": checks}]},
+        sort_keys=False, width=1000))
+    done = run_promtool("test", "rules", str(test_file))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_exporter_dashboard_shows_fleet_targets_and_target_drops():
+    """Fleet mode's own series (issue 15): the targets tracked, per exporter instance, next to
+    the other exporter-process panels, and drops of kind target explained."""
+    dashboard = load(os.path.join(DASHBOARD_DIR, EXPORTER_DASHBOARD))
+    [panel] = [panel for panel in data_panels(dashboard)
+               if "tfserving_exporter_fleet_targets" in metric_names(
+                   " ".join(target["expr"] for target in panel["targets"]))]
+    assert panel["title"] == "Fleet targets tracked"
+    assert [target["legendFormat"] for target in panel["targets"]] == ["{{instance}}"]
+    assert "fleet.max_targets" in panel["description"]
+    # in the row of the process panels (the exporter's own instances)
+    rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+    row_of = {p["title"]: max((r for r in rows if r["gridPos"]["y"] < p["gridPos"]["y"]),
+                              key=lambda r: r["gridPos"]["y"])["title"]
+              for p in dashboard["panels"] if p["type"] != "row"}
+    assert row_of[panel["title"]] == row_of["Resident memory"]
+    dropped = [p for p in data_panels(dashboard) if p["title"] == "Dropped items by kind"]
+    assert dropped and "kind target" in dropped[0]["description"]
+    assert "fleet.max_targets" in dropped[0]["description"]

@@ -29,6 +29,14 @@ JOB_MATCHER = 'job=~".*tfserving-exporter.*"'
 SEVERITIES = {"warning", "critical"}
 # Series Prometheus writes itself for every target.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds"}
+# Scrape job names the job matcher must cover: the sidecar's (chart, plain), the fleet probe
+# job (the Operator names a ScrapeConfig's job scrapeConfig/<namespace>/<name>, a Probe's
+# probe/<namespace>/<name>; the plain prometheus.yml snippet tfserving-exporter-fleet), and the
+# fleet exporter's own /metrics.
+SIDECAR_JOBS = ("tfserving-exporter", "serving-tfserving-exporter")
+FLEET_PROBE_JOBS = ("scrapeConfig/ml/serving-tfserving-exporter",
+                    "probe/ml/serving-tfserving-exporter", "tfserving-exporter-fleet")
+FLEET_PREFIX = "fleet: "
 
 PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
                    "group_right", "offset", "bool", "inf", "nan", "atan2"}
@@ -132,10 +140,8 @@ def test_promtool_unit_tests_pass():
 
 
 def test_unit_tests_show_every_alert_firing_and_silent():
-    with open(RULES_TEST, encoding="utf-8") as handle:
-        tests = yaml.safe_load(handle)["tests"]
     firing, silent = set(), set()
-    for case in tests:
+    for case in unit_tests():
         for check in case.get("alert_rule_test", []):
             expected = check.get("exp_alerts") or []
             (firing if expected else silent).add(check["alertname"])
@@ -147,6 +153,61 @@ def test_unit_tests_show_every_alert_firing_and_silent():
     names = {rule["alert"] for rule in alert_rules()}
     assert names - firing == set(), "alerts never shown firing"
     assert names - silent == set(), "alerts never shown silent"
+
+
+def unit_tests() -> list[dict]:
+    with open(RULES_TEST, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)["tests"]
+
+
+def input_jobs(case: dict) -> dict[str, set[str]]:
+    """job -> instances of a unit test's input series."""
+    found: dict[str, set[str]] = {}
+    for series in case["input_series"]:
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', series["series"]))
+        found.setdefault(labels["job"], set()).add(labels["instance"])
+    return found
+
+
+def test_job_matcher_matches_sidecar_and_fleet_jobs():
+    value = re.fullmatch(r'job=~"(.*)"', JOB_MATCHER).group(1)
+    for job in SIDECAR_JOBS + FLEET_PROBE_JOBS:
+        assert re.fullmatch(value, job), job     # Prometheus anchors regex matchers
+    assert not re.fullmatch(value, "node")
+
+
+def test_every_alert_works_on_fleet_series():
+    """Fleet mode: each alert is shown firing in a "fleet: ..." unit test, where the series of
+    several TF Serving targets share one probe job and instance is the target, for exactly
+    the faulty target; and silent while a healthy fleet runs."""
+    fleet = [case for case in unit_tests() if case["name"].startswith(FLEET_PREFIX)]
+    names = {rule["alert"] for rule in alert_rules()}
+    firing, silent_when_healthy = set(), set()
+    for case in fleet:
+        jobs = input_jobs(case)
+        probe_jobs = set(jobs) & set(FLEET_PROBE_JOBS)
+        assert probe_jobs, case["name"]
+        targets = set().union(*(jobs[job] for job in probe_jobs))
+        assert len(targets) >= 2, (case["name"], "several targets under one probe job")
+        assert all(target.endswith(":8500") for target in targets), case["name"]
+        for check in case.get("alert_rule_test", []):
+            expected = check.get("exp_alerts") or []
+            for alert in expected:
+                labels = alert["exp_labels"]
+                assert labels["instance"] in jobs.get(labels["job"], ()), (case["name"], labels)
+                if labels["job"] in probe_jobs:
+                    firing.add(check["alertname"])
+            if "healthy" in case["name"] and not expected:
+                silent_when_healthy.add(check["alertname"])
+    assert names - firing == set(), "alerts never shown firing for a fleet target"
+    assert names - silent_when_healthy == set(), "alerts not shown silent on a healthy fleet"
+
+
+def test_annotations_do_not_assume_a_sidecar():
+    """In fleet mode `instance` is the TF Serving target and there is no sidecar."""
+    for rule in alert_rules():
+        text = " ".join(rule["annotations"].values()).lower()
+        assert "sidecar" not in text, rule["alert"]
 
 
 # ---- conventions -------------------------------------------------------------------------------
