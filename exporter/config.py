@@ -379,10 +379,10 @@ class CanaryConfig:
 class ProbeConfig:
     allowed_targets: tuple[str, ...] = setting(
         STRING_LIST, [], flag="--probe.allowed-target", check=each_item(check_pattern),
-        doc="Hosts `/probe` may connect to (its `target` and `rest_target`): globs such as "
-            "`*.svc.cluster.local` matched against the host as written, and CIDRs such as "
-            "`10.0.0.0/8` matched against targets given as IP addresses (names are not "
-            "resolved). Empty: every target is refused with 403 (README: Fleet mode).")
+        doc="Hosts `/probe` may connect to (its `target` and `rest_target`): CIDRs such as "
+            "`10.0.0.0/8` for targets given as IP addresses, and globs such as "
+            "`*.svc.cluster.local` for names, label by label (`*` spans no dot; names are "
+            "not resolved). Empty: every target is refused with 403 (README: Fleet mode).")
     rest_port: int = setting(
         INTEGER, 8501, flag="--probe.rest-port", check=_port_or_zero,
         doc="A probe without `rest_target` reaches REST on the target's host at this port "

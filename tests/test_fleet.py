@@ -501,3 +501,43 @@ def test_a_sidecar_serves_probe_too(simulators, start_exporter_for):
 def test_the_telemetry_path_cannot_be_probe():
     assert problems_raised(ConfigError, load_config, None, {"web.telemetry_path": "/probe"}) \
         == ['--web.telemetry-path: must not be "/probe", which serves fleet mode\'s probes']
+
+
+# --- the canary schedule all targets share ---------------------------------------------------
+
+class _Runner:
+    """The part of a CanaryRunner the schedule drives: a cycle per model, and stopping."""
+
+    def __init__(self, name: str, ran: list, gate: threading.Event | None = None) -> None:
+        self.name, self.ran, self.gate, self.stopped = name, ran, gate, False
+
+    def _cycle(self, model: str) -> None:
+        self.ran.append((self.name, model, self.stopped))
+        if self.gate is not None:
+            self.gate.wait(10)
+
+    def _next_due(self, model: str) -> float:
+        return time.monotonic() + 3600
+
+
+def test_a_runner_stopped_while_its_cycle_waits_in_the_pool_does_not_run():
+    from exporter.canary.runner import CanarySchedule
+    schedule = CanarySchedule(max_concurrent=1)
+    ran: list = []
+    gate = threading.Event()
+    busy, forgotten = _Runner("busy", ran, gate), _Runner("forgotten", ran)
+    try:
+        now = time.monotonic()
+        schedule.add(busy, "m", now)
+        wait_until(lambda: ran, timeout=10, message="the first cycle running")
+        schedule.add(forgotten, "m", now)  # due, but the one worker is busy
+        wait_until(lambda: not schedule._due, timeout=10, message="the second cycle queued")
+        forgotten.stopped = True
+        schedule.forget(forgotten)
+        gate.set()
+        schedule.add(busy, "after", time.monotonic())  # runs after the queued one would
+        wait_until(lambda: len(ran) == 2, timeout=10, message="the next cycle")
+        assert ran == [("busy", "m", False), ("busy", "after", False)]
+    finally:
+        gate.set()
+        schedule.stop()
