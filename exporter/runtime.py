@@ -178,10 +178,10 @@ class RunningExporter:
             if config.web.listen_address != self._config.web.listen_address:
                 log.warning("web.listen_address changed to %s: takes effect on restart",
                             config.web.listen_address)
-            if handler_threads(config.fleet.max_concurrent_probes) > self.server.handler_threads:
-                log.warning("fleet.max_concurrent_probes raised to %d: the HTTP threads for "
-                            "it are added on restart; until then probes may wait for one",
-                            config.fleet.max_concurrent_probes)
+            if handler_threads(config) > self.server.handler_threads:
+                log.warning("probes allowed or fleet.max_concurrent_probes raised: the HTTP "
+                            "threads for them are added on restart; until then probes may "
+                            "wait for one")
             built.pipeline.summary["Web"] = self._built.pipeline.summary.get("Web", "")
             old, self._built, self._config = self._built, built, config
             self.state.enable_lifecycle = config.web.enable_lifecycle
@@ -228,7 +228,7 @@ def start_exporter(config, config_path: str | None = None,
         server = serve(create_app(state, BasicAuth(web.users) if web.users else None), host,
                        port, ssl_context(web.tls) if web.tls else None,
                        quick_answers=health_answers(state),
-                       threads=handler_threads(config.fleet.max_concurrent_probes))
+                       threads=handler_threads(config))
     except OSError:
         built.close()
         raise

@@ -337,11 +337,15 @@ def health_answers(state: ExporterState) -> Callable[[str], tuple[str, bytes] | 
     return answer
 
 
-def handler_threads(max_concurrent_probes: int) -> int:
-    """Request threads for a configuration: the sidecar's, plus a thread for each probe that
-    runs and each that waits for a slot, so probes never queue for a thread and miss their
-    deadline there."""
-    return HANDLER_THREADS + 2 * max_concurrent_probes
+def handler_threads(config) -> int:
+    """Request threads for a configuration: the sidecar's, plus, when some target may be
+    probed, a thread for each probe that runs and each that waits for a slot, so probes
+    never queue for a thread and miss their deadline there. (With no allow-list a probe is
+    refused at once, and needs none.)"""
+    modules = [config, *config.modules.values()]
+    if not any(module.probe.allowed_targets for module in modules):
+        return HANDLER_THREADS
+    return HANDLER_THREADS + 2 * config.fleet.max_concurrent_probes
 
 
 def serve(app: Callable, host: str, port: int,
