@@ -1,7 +1,7 @@
 """Fleet mode's cost: one exporter probing N TF Serving stand-ins, against the sidecar floor.
 
     python benchmarks/fleet_benchmark.py [--targets 20] [--models 10] [--rounds 50]
-                                         [--warm-rounds 3]
+                                         [--warm-rounds 3] [--simulators]
 
 Starts ``--targets`` stand-ins (benchmarks/fake_tfserving.py, ``--models`` models x 3
 AVAILABLE versions each, as in the suite's stand-in rows) and one exporter in fleet mode
@@ -18,6 +18,10 @@ The floor, in the same run: one sidecar exporter against the first stand-in, its
 scraped as many times as there were timed probes, after the same warm-up. The last row is
 fleet / sidecar. Both exporters get the suite's stand-in settings (benchmarks/suite.py
 ``standin_config``) and the models in ``--tfserving.model-config-file``.
+
+``--simulators`` probes TF Serving simulators instead (tfserving_simulator, the demo models,
+each in its own process), with the demo golden sets' canaries running every 15 s for every
+target: the memory of a fleet exporter as it would run, canaries included.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.stack import cpu_seconds, free_port, start_exporter, stop, wait_for  # noqa: E402
+from benchmarks.stack import (cpu_seconds, free_port, start_exporter,  # noqa: E402
+                              start_simulator, stop, wait_for)
 from benchmarks.suite import (quantiles, standin_config, standin_models_config,  # noqa: E402
                               start_standin, timed_gets)
+from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR, write_demo_files  # noqa: E402
 
 HEADERS = {"X-Prometheus-Scrape-Timeout-Seconds": "10"}
 READY_SECONDS = 60
@@ -88,12 +94,12 @@ def timed_rounds(session: requests.Session, urls: list[str], rounds: int) -> lis
     return times
 
 
-def measure_fleet(standins: list[tuple[int, int]], model_config: str, config_file: str,
-                  models: int, rounds: int, warm_rounds: int) -> dict:
+def measure_fleet(standins: list[tuple[int, int]], model_config: str, extra: list[str],
+                  ready, rounds: int, warm_rounds: int) -> dict:
     (web_port,) = distinct_ports(1)
     # stack.start_exporter names a server of its own; the later empty addresses override
     # them (the last of a repeated flag wins): fleet mode.
-    exporter = start_exporter(web_port, 0, 0, model_config, f"--config.file={config_file}",
+    exporter = start_exporter(web_port, 0, 0, model_config, *extra,
                               "--tfserving.grpc-address=", "--tfserving.rest-address=",
                               "--probe.allowed-target=127.0.0.1/32",
                               f"--fleet.max-targets={len(standins)}")
@@ -104,7 +110,7 @@ def measure_fleet(standins: list[tuple[int, int]], model_config: str, config_fil
         wait_for(url + "/-/ready", READY_SECONDS)
         idle = memory(exporter.pid)
         for probe in urls:  # each target built (clients, caches) and complete
-            wait_for(probe, READY_SECONDS, complete(models))
+            wait_for(probe, READY_SECONDS, ready)
         session = requests.Session()
         sample = session.get(urls[0], timeout=10, headers=HEADERS).text
         timed_rounds(session, urls, warm_rounds)
@@ -118,7 +124,7 @@ def measure_fleet(standins: list[tuple[int, int]], model_config: str, config_fil
         times = timed_rounds(session, urls, rounds)
         cpu = (cpu_seconds(exporter.pid) - cpu_before) / len(times)
         after = memory(exporter.pid)
-        if not complete(models)(session.get(urls[-1], timeout=10, headers=HEADERS)):
+        if not ready(session.get(urls[-1], timeout=10, headers=HEADERS)):
             raise SystemExit(f"the last probe of {urls[-1]} is incomplete after the rounds")
     finally:
         stop(exporter)
@@ -127,15 +133,14 @@ def measure_fleet(standins: list[tuple[int, int]], model_config: str, config_fil
             "lines": sample.count("\n"), "bytes": len(sample.encode())}
 
 
-def measure_sidecar(standin: tuple[int, int], model_config: str, config_file: str,
-                    models: int, scrapes: int, warm: int) -> dict:
+def measure_sidecar(standin: tuple[int, int], model_config: str, extra: list[str], ready,
+                    scrapes: int, warm: int) -> dict:
     (web_port,) = distinct_ports(1)
     grpc_port, rest_port = standin
-    exporter = start_exporter(web_port, grpc_port, rest_port, model_config,
-                              f"--config.file={config_file}")
+    exporter = start_exporter(web_port, grpc_port, rest_port, model_config, *extra)
     url = f"http://127.0.0.1:{web_port}/metrics"
     try:
-        wait_for(url, READY_SECONDS, complete(models))
+        wait_for(url, READY_SECONDS, ready)
         session = requests.Session()
         sample = session.get(url, timeout=10, headers=HEADERS).text
         timed_gets(session, url, warm, HEADERS)
@@ -166,9 +171,37 @@ def start_standins(count: int, models: int) -> tuple[list, list[tuple[int, int]]
     return processes, pairs
 
 
+def start_simulators(root: str, count: int) -> tuple[list, list[tuple[int, int]], str]:
+    """``count`` TF Serving simulators with the demo models, each in its own process."""
+    ports = distinct_ports(2 * count)
+    pairs = list(zip(ports[::2], ports[1::2]))
+    processes = []
+    try:
+        for index, (grpc, rest) in enumerate(pairs):
+            files = write_demo_files(os.path.join(root, f"simulator-{index}"))
+            processes.append(start_simulator(files.model_config_file,
+                                             files.monitoring_config_file, grpc, rest))
+        for grpc, rest in pairs:
+            wait_for(f"http://127.0.0.1:{rest}/v1/models/half_plus_two", READY_SECONDS)
+    except BaseException:
+        stop(*processes)
+        raise
+    return processes, pairs, files.model_config_file
+
+
+def canaries_ran(reply: requests.Response) -> bool:
+    """Both protocols up and the demo models' canaries run (simulator mode)."""
+    text = reply.text
+    return reply.status_code == 200 and 'tfserving_up{protocol="rest"} 1.0' in text and \
+        'tfserving_up{protocol="grpc"} 1.0' in text and \
+        'tfserving_canary_success{model="image_classifier"' in text
+
+
 def print_table(args, fleet: dict, sidecar: dict) -> None:
-    print(f"{args.targets} stand-ins x {args.models} models x 3 versions "
-          f"(benchmarks/fake_tfserving.py), one client, {args.rounds} timed rounds after "
+    servers = ("TF Serving simulators with the demo models and their canaries "
+               "(tfserving_simulator)" if args.simulators else
+               f"stand-ins x {args.models} models x 3 versions (benchmarks/fake_tfserving.py)")
+    print(f"{args.targets} {servers}, one client, {args.rounds} timed rounds after "
           f"{args.warm_rounds} warm ones; exporter CPU from /proc/<pid>/stat")
     print("| exporter | requests | p50 / p99 | CPU per request | VmRSS / VmHWM after | "
           "threads | reply lines / bytes |")
@@ -205,22 +238,31 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=50,
                         help="timed rounds: each probes every target once")
     parser.add_argument("--warm-rounds", type=int, default=3)
+    parser.add_argument("--simulators", action="store_true",
+                        help="probe TF Serving simulators (the demo models, canaries on) "
+                             "instead of stand-ins; --models is then ignored")
     args = parser.parse_args()
     if args.targets < 1 or args.models < 1 or args.rounds < 1 or args.warm_rounds < 0:
         parser.error("--targets, --models and --rounds must be at least 1, --warm-rounds 0")
 
     with tempfile.TemporaryDirectory(prefix="tfserving-fleet-") as root:
-        model_config = standin_models_config(root, args.models)
-        config_file = os.path.join(root, "config.yaml")
-        with open(config_file, "w", encoding="utf-8") as handle:
-            handle.write(standin_config(args.models))
         started = time.monotonic()
-        processes, standins = start_standins(args.targets, args.models)
+        if args.simulators:
+            processes, servers, model_config = start_simulators(root, args.targets)
+            extra = [f"--canary.golden-dir={STANDIN_GOLDEN_DIR}", "--canary.interval=15s"]
+            ready = canaries_ran
+        else:
+            model_config = standin_models_config(root, args.models)
+            config_file = os.path.join(root, "config.yaml")
+            with open(config_file, "w", encoding="utf-8") as handle:
+                handle.write(standin_config(args.models))
+            processes, servers = start_standins(args.targets, args.models)
+            extra, ready = [f"--config.file={config_file}"], complete(args.models)
         try:
-            print(f"{args.targets} stand-ins ready in {time.monotonic() - started:.1f} s")
-            fleet = measure_fleet(standins, model_config, config_file, args.models,
-                                  args.rounds, args.warm_rounds)
-            sidecar = measure_sidecar(standins[0], model_config, config_file, args.models,
+            print(f"{args.targets} servers ready in {time.monotonic() - started:.1f} s")
+            fleet = measure_fleet(servers, model_config, extra, ready, args.rounds,
+                                  args.warm_rounds)
+            sidecar = measure_sidecar(servers[0], model_config, extra, ready,
                                       fleet["requests"], args.warm_rounds * args.targets)
         finally:
             stop(*processes)

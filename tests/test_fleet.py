@@ -117,25 +117,34 @@ def test_modules_select_settings_and_inherit_the_rest(simulators, fleet_exporter
         "  modules:\n"
         "    grpc_only:\n"
         "      collectors: {native: {enabled: false}, metadata: {enabled: false}}\n"
+        "      probe: {rest_port: 0}\n"
         "    pinned:\n"
         "      models: [image_classifier]\n"
         "      probe: {model_params: false}\n")
-    running_config = load_config(str(config), {**FLEET, "web.listen_address": "127.0.0.1:0"})
+    running_config = load_config(str(config), {**FLEET, "web.listen_address": "127.0.0.1:0",
+                                               "probe.rest_port": sim.rest_port})
     from exporter.runtime import start_exporter
     running = start_exporter(running_config)
     try:
         url = f"http://127.0.0.1:{running.port}/probe"
         target = {"target": f"127.0.0.1:{sim.grpc_port}"}
+        # The top-level settings: REST derived from probe.rest_port, every collector on.
+        text = requests.get(url, params=target, timeout=15).text
+        assert sample_value(text, "tfserving_up", protocol="rest") == 1
+        assert sample_value(text, "tfserving_exporter_collector_success",
+                            collector="native") == 1
         text = requests.get(url, params={**target, "module": "grpc_only"}, timeout=15).text
         assert 'collector="native"' not in text and 'collector="metadata"' not in text
         assert sample_value(text, "tfserving_up", protocol="grpc") == 1
-        assert 'protocol="rest"' not in text  # probe.rest_port 0 and no rest_target
+        assert 'protocol="rest"' not in text  # the module's probe.rest_port 0
         assert sample_value(text, "tfserving_model_available_versions",
                             model="half_plus_two") == 1  # inherited models
         text = requests.get(url, params={**target, "module": "pinned"}, timeout=15).text
         assert sample_value(text, "tfserving_model_available_versions",
                             model="image_classifier") == 1
-        assert "half_plus_two" not in text
+        # Status covers the module's models only (TF Serving's page lists every model).
+        assert sample_value(text, "tfserving_model_available_versions",
+                            model="half_plus_two") is None
         refused = requests.get(url, params={**target, "module": "pinned",
                                             "model": "half_plus_two"}, timeout=15)
         assert refused.status_code == 400
