@@ -76,6 +76,10 @@ class Collection:
         self._status_protocol = status_protocol(collectors, clients)
 
     def close(self) -> None:
+        for collector in self.collectors:
+            close = getattr(collector, "close", None)
+            if close is not None:
+                close()
         if self._own_executors:
             for executor in self._executors.values():
                 executor.shutdown(wait=False, cancel_futures=True)

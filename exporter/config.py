@@ -111,6 +111,7 @@ def _at_most(highest: int) -> Callable[[int], int]:
         if not 1 <= value <= highest:
             raise ValueError(f"must be between 1 and {highest}, got {value}")
         return value
+    check.bounds = (1, highest)  # type: ignore[attr-defined]  # for the chart's schema
     return check
 
 

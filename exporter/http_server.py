@@ -41,7 +41,7 @@ T = TypeVar("T")
 # Threads that run the app. At most four scrapes run at once (server.MAX_CONCURRENT_SCRAPES);
 # twice that leaves threads for probes, the landing page, a reload and the quick refusals
 # (401, 429, 503) while four scrapes wait on TF Serving. Fleet mode adds two for each of
-# fleet.max_concurrent_probes (server.handler_threads).
+# fleet.max_concurrent_probes, and as many connections (server.probe_room).
 HANDLER_THREADS = 8
 # Open connections at most. Prometheus (an HA pair), kubelet probes and a person with curl
 # need a handful; 64 absorbs bursts while file descriptors and buffered requests stay small

@@ -16,8 +16,9 @@ from exporter.files import FileReadError
 from exporter.fleet.prober import Prober
 from exporter.reloader import CoalescingReloader
 from exporter.selfmetrics import SelfMetrics
-from exporter.server import (ExporterState, Pipeline, create_app, handler_threads,
-                             health_answers, serve)
+from exporter.http_server import HANDLER_THREADS
+from exporter.server import (ExporterState, Pipeline, create_app, health_answers, probe_room,
+                             serve)
 from exporter.webconfig import BasicAuth, WebSettings, load_web_config, ssl_context
 from tfserving_wire import protos
 
@@ -178,7 +179,7 @@ class RunningExporter:
             if config.web.listen_address != self._config.web.listen_address:
                 log.warning("web.listen_address changed to %s: takes effect on restart",
                             config.web.listen_address)
-            if handler_threads(config) > self.server.handler_threads:
+            if HANDLER_THREADS + probe_room(config) > self.server.handler_threads:
                 log.warning("probes allowed or fleet.max_concurrent_probes raised: the HTTP "
                             "threads for them are added on restart; until then probes may "
                             "wait for one")
@@ -228,7 +229,7 @@ def start_exporter(config, config_path: str | None = None,
         server = serve(create_app(state, BasicAuth(web.users) if web.users else None), host,
                        port, ssl_context(web.tls) if web.tls else None,
                        quick_answers=health_answers(state),
-                       threads=handler_threads(config))
+                       probes=probe_room(config))
     except OSError:
         built.close()
         raise

@@ -23,7 +23,7 @@ from exporter.exposition import encode
 from exporter.fleet.prober import Prober
 from exporter.fleet.request import ProbeRefused
 from exporter.http_request import RECEIVED
-from exporter.http_server import HANDLER_THREADS, HTTPServer
+from exporter.http_server import HANDLER_THREADS, MAX_CONNECTIONS, HTTPServer
 from exporter.selfmetrics import SelfMetrics
 from exporter.tfserving.deadline import Deadline, scrape_budget
 from exporter.webconfig import BasicAuth
@@ -337,23 +337,25 @@ def health_answers(state: ExporterState) -> Callable[[str], tuple[str, bytes] | 
     return answer
 
 
-def handler_threads(config) -> int:
-    """Request threads for a configuration: the sidecar's, plus, when some target may be
-    probed, a thread for each probe that runs and each that waits for a slot, so probes
-    never queue for a thread and miss their deadline there. (With no allow-list a probe is
-    refused at once, and needs none.)"""
+def probe_room(config) -> int:
+    """Request threads and connections a configuration's probes need beyond the sidecar's:
+    one for each probe that runs and each that waits for a slot, so probes never queue for a
+    thread and miss their deadline there, nor take the connections health checks need. (With
+    no allow-list a probe is refused at once, and needs none.)"""
     modules = [config, *config.modules.values()]
     if not any(module.probe.allowed_targets for module in modules):
-        return HANDLER_THREADS
-    return HANDLER_THREADS + 2 * config.fleet.max_concurrent_probes
+        return 0
+    return 2 * config.fleet.max_concurrent_probes
 
 
 def serve(app: Callable, host: str, port: int,
           tls_context: ssl.SSLContext | None = None,
           quick_answers: Callable[[str], tuple[str, bytes] | None] | None = None,
-          threads: int = HANDLER_THREADS) -> HTTPServer:
+          probes: int = 0) -> HTTPServer:
     """Bind now (so errors surface at startup) and return the server; call serve_forever().
+    ``probes``: threads and connections added for probes (``probe_room``).
 
     The server's bounds (threads, connections, timeouts) are in exporter.http_server."""
     return HTTPServer(app, host, port, tls_context, quick_answers=quick_answers,
-                      handler_threads=threads)
+                      handler_threads=HANDLER_THREADS + probes,
+                      max_connections=MAX_CONNECTIONS + probes)

@@ -149,6 +149,9 @@ def _setting_schema(setting: Any, config_module: Any, flag_owned: dict[str, str]
         node = {"type": "integer"}
         if setting.check is config_module._positive_int:
             node["minimum"] = 1
+        bounds = getattr(setting.check, "bounds", None)
+        if bounds is not None:
+            node["minimum"], node["maximum"] = bounds
     elif kind is config_module.NUMBER:
         node = {"type": "number"}
     elif kind is config_module.DURATION:

@@ -497,6 +497,18 @@ def test_a_reload_starts_over_with_no_targets(simulators, tmp_path):
         running.stop()
 
 
+def test_probes_get_threads_and_connections_of_their_own(fleet_exporter, start_exporter_with):
+    from exporter.http_server import (HANDLER_THREADS, MAX_CONNECTIONS,
+                                      _connections_the_fd_limit_allows)
+    fd_cap = _connections_the_fd_limit_allows()
+    fleet = fleet_exporter(fleet__max_concurrent_probes=32).running.server
+    assert fleet.handler_threads == HANDLER_THREADS + 64
+    assert fleet.max_connections == min(MAX_CONNECTIONS + 64, fd_cap)
+    sidecar = start_exporter_with({"models": ["half_plus_two"]}).running.server  # no allow-list
+    assert sidecar.handler_threads == HANDLER_THREADS
+    assert sidecar.max_connections == min(MAX_CONNECTIONS, fd_cap)
+
+
 def test_a_sidecar_serves_probe_too(simulators, start_exporter_for):
     own, other = simulators(), simulators()
     exporter = start_exporter_for(own, probe__allowed_targets=["127.0.0.1/32"])
@@ -550,3 +562,43 @@ def test_a_runner_stopped_while_its_cycle_waits_in_the_pool_does_not_run():
     finally:
         gate.set()
         schedule.stop()
+
+
+def test_a_target_runs_one_canary_cycle_at_a_time_in_the_shared_pool():
+    """A target whose server never answers holds one worker, and the others keep theirs."""
+    from exporter.canary.runner import CanarySchedule
+    schedule = CanarySchedule(max_concurrent=2, per_runner=1)
+    ran: list = []
+    gate = threading.Event()
+    stuck, healthy = _Runner("stuck", ran, gate), _Runner("healthy", ran)
+    try:
+        now = time.monotonic()
+        for model in ("a", "b", "c"):
+            schedule.add(stuck, model, now)
+        schedule.add(healthy, "m", now + 0.05)
+        wait_until(lambda: ("healthy", "m", False) in ran, timeout=10,
+                   message="the healthy target's cycle, beside the stuck one")
+        assert [name for name, _, _ in ran].count("stuck") == 1
+        gate.set()  # the stuck server answers: its held cycles run, one after the other
+        wait_until(lambda: len(ran) == 4, timeout=10, message="the held cycles")
+        assert sorted(model for name, model, _ in ran if name == "stuck") == ["a", "b", "c"]
+    finally:
+        gate.set()
+        schedule.stop()
+
+
+def test_a_closed_cache_gives_its_share_of_the_budget_back():
+    from exporter.tfserving.loaded_versions import LoadedSignatures, TensorBudget
+    from exporter.tfserving.types import Signature
+    budget = TensorBudget(10)
+    first, second = LoadedSignatures(100, budget), LoadedSignatures(100, budget)
+    signatures = {"serving_default": Signature("serving_default", "predict",
+                                               tuple(range(8)), ())}  # tensors only counted
+    first.get(("m", 1), lambda: signatures)
+    assert budget.used == 8
+    second.get(("m", 1), lambda: signatures)
+    assert second.cached(("m", 1)) is None  # over the shared budget: not cached
+    first.close()
+    assert budget.used == 0
+    second.get(("m", 1), lambda: signatures)
+    assert second.cached(("m", 1)) is not None and budget.used == 8

@@ -36,23 +36,27 @@ MAX_CACHED_TENSORS = 100_000
 class CanarySchedule:
     """When each model's next cycle is due, and the bounded pool the cycles run on. The
     sidecar's runner has one of its own; in fleet mode the runners of all targets share one,
-    so canary work is bounded across targets (``fleet.max_concurrent_canaries``)."""
+    so canary work is bounded across targets (``fleet.max_concurrent_canaries``), and
+    ``per_runner`` keeps one target whose server never answers from taking every worker."""
 
-    def __init__(self, max_concurrent: int) -> None:
+    def __init__(self, max_concurrent: int, per_runner: int | None = None) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_concurrent, thread_name_prefix="canary")
+        self._per_runner = per_runner
         self._wake = threading.Condition()
         self._stop = threading.Event()
         # (due, sequence, runner, model): one entry per model of each running runner, or its
-        # cycle is in the pool; the sequence keeps runners out of the comparison.
+        # cycle is in the pool or held back; the sequence keeps runners out of the comparison.
         self._due: list[tuple[float, int, CanaryRunner, str]] = []
         self._sequence = 0
+        self._running: dict[CanaryRunner, int] = {}  # cycles in the pool, per runner
+        self._held: dict[CanaryRunner, list[str]] = {}  # due, waiting for the runner's turn
         self._thread = threading.Thread(target=self._schedule, name="canary-scheduler",
                                         daemon=True)
 
     def add(self, runner: CanaryRunner, model: str, due: float) -> None:
         with self._wake:
-            if self._stop.is_set():
+            if self._stop.is_set() or runner.stopped:
                 return
             self._sequence += 1
             heapq.heappush(self._due, (due, self._sequence, runner, model))
@@ -65,6 +69,7 @@ class CanarySchedule:
         with self._wake:
             self._due = [entry for entry in self._due if entry[2] is not runner]
             heapq.heapify(self._due)
+            self._held.pop(runner, None)
 
     def stop(self) -> None:
         self._stop.set()
@@ -77,6 +82,9 @@ class CanarySchedule:
     def _schedule(self) -> None:
         with self._wake:
             while not self._stop.is_set():
+                # What the last turn looked at must not stay referenced while this waits:
+                # a forgotten target's runner and caches are to be freed.
+                runner = None
                 if not self._due:
                     self._wake.wait(timeout=60)
                     continue
@@ -88,16 +96,32 @@ class CanarySchedule:
                 heapq.heappop(self._due)
                 if runner.stopped:
                     continue
-                # A runner stopped while this waited in the pool must not run: its clients
-                # are closed, and its target may be forgotten.
-                future = self._executor.submit(
-                    lambda r=runner, m=model: None if r.stopped else r._cycle(m))
-                future.add_done_callback(
-                    lambda _f, r=runner, m=model: self._reschedule(r, m))
+                if self._per_runner is not None and \
+                        self._running.get(runner, 0) >= self._per_runner:
+                    self._held.setdefault(runner, []).append(model)
+                    continue
+                self._submit(runner, model)
 
-    def _reschedule(self, runner: CanaryRunner, model: str) -> None:
-        if not runner.stopped:
-            self.add(runner, model, runner._next_due(model))
+    def _submit(self, runner: CanaryRunner, model: str) -> None:
+        """Under ``_wake``: run the cycle in the pool."""
+        self._running[runner] = self._running.get(runner, 0) + 1
+        # A runner stopped while this waited in the pool must not run: its clients are
+        # closed, and its target may be forgotten.
+        future = self._executor.submit(
+            lambda r=runner, m=model: None if r.stopped else r._cycle(m))
+        future.add_done_callback(lambda _f, r=runner, m=model: self._done(r, m))
+
+    def _done(self, runner: CanaryRunner, model: str) -> None:
+        with self._wake:
+            left = self._running.pop(runner) - 1
+            if left:
+                self._running[runner] = left
+            held = self._held.get(runner)
+            if held and not runner.stopped and not self._stop.is_set():
+                self._submit(runner, held.pop(0))
+                if not held:
+                    del self._held[runner]
+        self.add(runner, model, runner._next_due(model))
 
 
 class CanaryRunner:
@@ -157,6 +181,7 @@ class CanaryRunner:
             self._schedule.stop()
         else:
             self._schedule.forget(self)
+        self._signatures.close()
 
     # -- scheduling ------------------------------------------------------------------------
 

@@ -76,6 +76,9 @@ class MetadataCollector:
         self._rendered: RenderedText[tuple[str, str, int]] = RenderedText(by_identity=True)
         self._encoded = EncodedFamilies()
 
+    def close(self) -> None:
+        self._cache.close()  # its share of a fleet's tensor budget is free at once
+
     def _signatures_of(self, scrape: Scrape, key: tuple[str, int]) -> SignatureMap:
         model, version = key
         return self._cache.get(key, lambda: self._within_limits(scrape.call(

@@ -21,8 +21,9 @@ import re
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# A host-name label of a glob: letters, digits, "-", and the wildcards * ? [ ].
-_GLOB_LABEL = re.compile(r"[a-z0-9*?\[\]-]+")
+# A host-name label of a glob: letters, digits, "-", "_" (as addresses.py takes names), and
+# the wildcards * ? [ ].
+_GLOB_LABEL = re.compile(r"[a-z0-9_*?\[\]-]+")
 # Digits, dots and wildcards with at least one digit, or anything with a colon.
 _IP_LIKE = re.compile(r"(?=.*[0-9])[0-9.*?\[\]]+|.*:.*")
 

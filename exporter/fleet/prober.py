@@ -50,7 +50,9 @@ class Prober:
         self._schedule = None
         if any(sets for sets, _ in golden.values()):
             from exporter.canary.runner import CanarySchedule
-            self._schedule = CanarySchedule(fleet.max_concurrent_canaries)
+            # One cycle per target at a time: a target whose server never answers holds one
+            # worker, not all of them.
+            self._schedule = CanarySchedule(fleet.max_concurrent_canaries, per_runner=1)
         self._fleet = Fleet(self._build, max_targets=fleet.max_targets,
                             expiry=fleet.target_expiry,
                             dropped=selfmetrics.dropped.labels("target").inc)
@@ -99,7 +101,7 @@ class Prober:
         if deadline.expired() or not self._waiting.acquire(blocking=False):
             raise _busy()
         try:
-            return self._free.get(timeout=deadline.remaining())
+            return self._free.get(timeout=max(deadline.remaining(), 0))
         except queue.Empty:
             raise _busy() from None
         finally:

@@ -66,8 +66,7 @@ class Fleet:
 
     def enter(self, request: ProbeRequest) -> Target:
         """The target of this probe, held until ``leave``."""
-        for target in self._take_expired():
-            target.close()
+        _close_all(self._take_expired())
         with self._lock:
             target = self._targets.get(request.key)
             if target is None and len(self._targets) < self._max_targets \
@@ -135,5 +134,9 @@ class Fleet:
     def _sweep_loop(self) -> None:
         interval = max(min(self._expiry / 4, SWEEP_SECONDS), 0.05)
         while not self._stop.wait(interval):
-            for target in self._take_expired():
-                target.close()
+            _close_all(self._take_expired())  # no local keeps the last one alive meanwhile
+
+
+def _close_all(targets: list[Target]) -> None:
+    for target in targets:
+        target.close()

@@ -64,8 +64,20 @@ class LoadedSignatures:
         self._max_tensors = max_tensors
         self._shared = shared
         self._held = [0]  # what this cache holds of ``shared``, given back when it is gone
-        if shared is not None:
+        self._closed = False
+        if shared is not None:  # in case close() is never called
             weakref.finalize(self, _give_back, shared, self._held)
+
+    def close(self) -> None:
+        """Forget everything and cache nothing more (its owner is done): what it held of the
+        shared budget is free for the others at once."""
+        with self._lock:
+            self._closed = True
+            self._entries.clear()
+            self._tensors = 0
+            if self._shared is not None:
+                self._shared.give(self._held[0])
+                self._held[0] = 0
 
     def get(self, key: Key, fetch: Callable[[], SignatureMap]) -> SignatureMap:
         """The cached signatures of ``key``, or what ``fetch()`` returns (then cached).
@@ -79,8 +91,9 @@ class LoadedSignatures:
         fetched = fetch()
         size = tensor_count(fetched)
         with self._lock:
-            if key not in self._entries and self._tensors + size <= self._max_tensors and (
-                    self._shared is None or self._shared.take(size)):
+            if key not in self._entries and not self._closed and \
+                    self._tensors + size <= self._max_tensors and (
+                        self._shared is None or self._shared.take(size)):
                 self._entries[key] = fetched
                 self._tensors += size
                 self._held[0] += size if self._shared is not None else 0
