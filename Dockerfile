@@ -6,12 +6,17 @@
 #   docker run --rm -p 9850:9850 tfserving-exporter run \
 #       --tfserving.grpc-address=tfserving:8500 --tfserving.rest-address=http://tfserving:8501
 #
-# NOT BUILT IN THIS PROJECT'S CI: the machines that develop and test this project have no
-# Docker daemon. The builder stage runs scripts/build_slim_venv.py, and tests/test_slim_venv.py
-# runs that same script into a plain venv on every CI run (no TensorFlow runtime in it,
-# site-packages under 100 MB, the exporter's smoke tests pass with its python). The TF module
-# list is computed by scripts/tf_proto_files.py in both places. What CI cannot catch: this
-# file's own syntax and the base image.
+# NOT BUILT IN THIS PROJECT'S CI by Docker: the machines that develop and test this project
+# have no Docker daemon. CI builds the same image without one instead: scripts/build_image.py
+# parses this file and refuses to build unless its own copies, builder command, ENV, USER,
+# WORKDIR, EXPOSE, LABEL keys, ENTRYPOINT and CMD are the same as here; it runs this builder
+# command in a Debian bookworm root filesystem made by mmdebstrap (python3, ca-certificates,
+# libstdc++6) in place of the python base image, writes an OCI image with umoci, and
+# tests/test_image.py starts it (crun, podman, chroot) against the simulator as uid 65534.
+# tests/test_slim_venv.py also runs scripts/build_slim_venv.py into a plain venv (no
+# TensorFlow runtime in it, site-packages under 100 MB, the exporter's smoke tests pass with
+# its python). The TF module list is computed by scripts/tf_proto_files.py in all places.
+# What CI cannot catch: this file's own syntax, BuildKit's cache mount and the base image.
 #
 # Why no TensorFlow: tensorflow-serving-api depends on the tensorflow wheel (about 2 GB
 # installed) only for TensorFlow's generated protobuf modules. The builder installs

@@ -13,6 +13,8 @@ from exporter.config import load_config
 from exporter.runtime import start_exporter
 from tests import real_models as _real_models
 from tests.helpers import wait_until
+from tests.prometheus_versions import VERSIONS as PROMETHEUS_VERSIONS
+from tests.prometheus_versions import require_binary
 from tfserving_simulator.app import Simulator, SimulatorOptions
 from tfserving_simulator.demo_files import write_demo_files
 
@@ -143,7 +145,28 @@ def exporter(simulator, start_exporter_for):
     return start_exporter_for(simulator)
 
 
-def promtool_check_metrics(text: str) -> subprocess.CompletedProcess:
-    promtool = require_tool("promtool")
+# ---- Prometheus 2.x and 3.x (tests/prometheus_versions.py) ------------------------------------
+# A test that runs a real Prometheus or promtool takes ``prometheus_binary`` or ``promtool`` (or
+# ``prometheus_version`` itself) and so runs once per major version. Under CI=true a missing
+# version fails the test, never skips it.
+
+@pytest.fixture(params=PROMETHEUS_VERSIONS, ids=lambda version: f"prometheus{version}")
+def prometheus_version(request) -> str:
+    """The major version ("2" or "3") of the Prometheus this test runs on."""
+    return request.param
+
+
+@pytest.fixture
+def prometheus_binary(prometheus_version) -> str:
+    return require_binary("prometheus", prometheus_version)
+
+
+@pytest.fixture
+def promtool(prometheus_version) -> str:
+    return require_binary("promtool", prometheus_version)
+
+
+def promtool_check_metrics(text: str, promtool: str) -> subprocess.CompletedProcess:
+    """``promtool check metrics`` of ``text``; ``promtool`` is the fixture's path."""
     return subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                           text=True, timeout=60)

@@ -10,6 +10,10 @@ Tests use the ``prometheus_for`` fixture (import it into the test module, or lis
         prom.wait_for_targets_up(["exporter"])
         assert prom.query_value('tfserving_up{protocol="grpc"}') == 1
 
+The fixture depends on ``prometheus_binary`` (tests/conftest.py), so every test using it runs
+twice, on Prometheus 2.x and 3.x (tests/prometheus_versions.py says where each is found); a
+test that must know which takes ``prometheus_version`` too.
+
 Everything stays on 127.0.0.1: the web listener, and every scrape target (checked when the
 configuration is written). Every HTTP call carries a timeout, every wait polls with a deadline,
 and failures quote the tail of Prometheus' own log, which is kept under the test's tmp_path.
@@ -333,20 +337,20 @@ class PrometheusServer:
 
 
 @pytest.fixture
-def prometheus_for(tmp_path):
+def prometheus_for(tmp_path, prometheus_binary):
     """Factory fixture: ``prometheus_for(jobs, rule_files=(), evaluation_interval=None)``
     starts a Prometheus scraping ``jobs`` and returns it running; all are stopped at teardown.
-    """
-    # Imported here: conftest is loaded by pytest itself before any test module imports us.
-    from tests.conftest import require_tool
 
-    binary = require_tool("prometheus")
+    Through ``prometheus_binary`` (tests/conftest.py) every test using it runs on Prometheus
+    2.x and 3.x (ids ``prometheus2``, ``prometheus3``).
+    """
     started: list[PrometheusServer] = []
 
     def start(jobs: Sequence[dict], rule_files: Sequence[str] = (),
               evaluation_interval: str | None = None) -> PrometheusServer:
         workdir = str(tmp_path / f"prometheus-{len(started)}")
-        server = PrometheusServer(binary, workdir, jobs, rule_files, evaluation_interval)
+        server = PrometheusServer(prometheus_binary, workdir, jobs, rule_files,
+                                  evaluation_interval)
         started.append(server)
         return server.start()
 

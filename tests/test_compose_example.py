@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from exporter.tfserving.models_file import ConfiguredModel, parse_model_config
-from tests.conftest import require_tool
 from tfserving_simulator.monitoring_config import parse_monitoring_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,8 +180,7 @@ def test_exporter_job_name_matches_the_rules_selector():
         assert re.fullmatch(selector, "tfserving-exporter"), selector
 
 
-def test_prometheus_config_passes_promtool(compose, tmp_path):
-    promtool = require_tool("promtool")
+def test_prometheus_config_passes_promtool(compose, tmp_path, promtool):
     prometheus = compose["services"]["prometheus"]
     config = load_yaml("prometheus.yml")
     container_config = flag_values(prometheus["command"])["--config.file"]

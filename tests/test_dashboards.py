@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import require_tool
-from tests.test_rules import (PROMETHEUS_SERIES, ROOT, is_documented, metric_names,
+from tests.test_rules import (PROMETHEUS_SERIES, ROOT, all_rules, is_documented, metric_names,
                               recording_names, run_promtool, selectors)
 
 DASHBOARD_DIR = os.path.join(ROOT, "grafana", "dashboards")
@@ -354,7 +354,7 @@ def scalar(expr: str, value: float, eval_time: str = "5m") -> dict:
                                                                     "value": value}]}
 
 
-def test_variables_and_exporter_panels_on_fleet_and_sidecar_series(tmp_path):
+def test_variables_and_exporter_panels_on_fleet_and_sidecar_series(tmp_path, promtool):
     """The variable queries and the panels that depend on what an instance is, evaluated by
     promtool on a sidecar and a fleet side by side, with $job/$instance as Grafana fills them in
     with All. (The full fleet e2e, with a real fleet exporter, is in tests/test_fleet*.py.)"""
@@ -407,7 +407,7 @@ def test_variables_and_exporter_panels_on_fleet_and_sidecar_series(tmp_path):
         "tests": [{"name": "dashboards on fleet and sidecar series", "interval": "1m",
                    "input_series": mixed_fleet_series(), "promql_expr_test": checks}]},
         sort_keys=False, width=1000))
-    done = run_promtool("test", "rules", str(test_file))
+    done = run_promtool(promtool, "test", "rules", str(test_file))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
@@ -431,3 +431,52 @@ def test_exporter_dashboard_shows_fleet_targets_and_target_drops():
     dropped = [p for p in data_panels(dashboard) if p["title"] == "Dropped items by kind"]
     assert dropped and "kind target" in dropped[0]["description"]
     assert "fleet.max_targets" in dropped[0]["description"]
+
+
+# ---- Prometheus 2.x and 3.x --------------------------------------------------------------------
+# The end-to-end and promtool tests run every query on both (tests/prometheus_versions.py);
+# these catch, without a Prometheus, what only shows on data neither test happens to have.
+
+# Prometheus 3 stores a classic histogram's ``le`` and a summary's ``quantile`` as float text
+# (``le="1"`` from the text format becomes ``le="1.0"``; 2.x keeps what was exposed), so an
+# equality or regex matcher on them matches on one version only. histogram_quantile and
+# ``by (le)`` read them as numbers and work on both.
+FLOAT_LABEL_MATCHER = re.compile(r'\b(le|quantile)\s*(=|!=|=~|!~)\s*"')
+# PromQL that one of the two versions does not parse: holt_winters is gone in 3.x (renamed
+# double_exponential_smoothing, which 2.x lacks, behind a feature flag); quoted UTF-8 metric
+# names ({"a.b"}) and the info() function are 3.x only.
+NOT_ON_BOTH = re.compile(r'\b(holt_winters|double_exponential_smoothing|info)\s*\(|\{\s*"')
+
+
+def every_promql() -> list[tuple[str, str]]:
+    """(where, expression) of every rule, panel query and variable query."""
+    found = [(f"rule {rule.get('record') or rule.get('alert')}", rule["expr"])
+             for rule in all_rules()]
+    for path in DASHBOARD_FILES:
+        dashboard = load(path)
+        name = os.path.basename(path)
+        found += [(f"{name} / {panel['title']}", expr) for panel, expr in exprs(dashboard)]
+        for variable in dashboard["templating"]["list"]:
+            query = variable.get("query")
+            query = query.get("query") if isinstance(query, dict) else query
+            if variable.get("type") == "query" and query:
+                found.append((f"{name} / variable {variable['name']}", query))
+    return found
+
+
+def test_queries_work_alike_on_prometheus_2_and_3():
+    promql = every_promql()
+    assert len(promql) > 50
+    assert [(where, expr) for where, expr in promql if FLOAT_LABEL_MATCHER.search(expr)] == []
+    assert [(where, expr) for where, expr in promql if NOT_ON_BOTH.search(expr)] == []
+
+
+def test_the_guards_see_what_they_guard_against():
+    for expr in ('x_bucket{le="1"}', 'x{quantile=~"0.9"}', 'sum(x_bucket{job="a", le != "+Inf"})'):
+        assert FLOAT_LABEL_MATCHER.search(expr), expr
+    for expr in ('histogram_quantile(0.9, sum by (le) (rate(x_bucket[5m])))',
+                 'x{handle="1"}', 'x{file="a"}'):
+        assert not FLOAT_LABEL_MATCHER.search(expr), expr
+    for expr in ('holt_winters(x[5m], 0.5, 0.5)', '{"a.b"}', 'info(x)'):
+        assert NOT_ON_BOTH.search(expr), expr
+    assert not NOT_ON_BOTH.search('sum by (model) (x{job="a"})')

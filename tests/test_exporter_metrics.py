@@ -62,8 +62,8 @@ def test_demo_models_are_reported_available_with_their_signatures(simulator, sta
     assert len(series(text, "tfserving_exporter_build_info")) == 1
 
 
-def test_exposition_passes_promtool(exporter):
-    result = promtool_check_metrics(exporter.metrics())
+def test_exposition_passes_promtool(exporter, promtool):
+    result = promtool_check_metrics(exporter.metrics(), promtool)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import pytest
 import yaml
 
-from tests.conftest import SimulatorHandle, require_tool
+from tests.conftest import SimulatorHandle
 from tests.prometheus_harness import (
     LOCAL_HOST,
     PrometheusServer,
@@ -60,9 +60,10 @@ class FileSDPrometheus(PrometheusServer):
 
 
 @pytest.fixture
-def file_sd_prometheus(tmp_path):
-    """Factory: ``start(jobs, raw_jobs, rule_files, evaluation_interval)``, stopped at teardown."""
-    binary = require_tool("prometheus")
+def file_sd_prometheus(tmp_path, prometheus_binary):
+    """Factory: ``start(jobs, raw_jobs, rule_files, evaluation_interval)``, stopped at teardown;
+    on Prometheus 2.x and 3.x (``prometheus_binary``)."""
+    binary = prometheus_binary
     started: list[PrometheusServer] = []
 
     def start(jobs, raw_jobs, rule_files=(), evaluation_interval=None) -> PrometheusServer:

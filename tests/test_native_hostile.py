@@ -305,7 +305,7 @@ def test_model_cap_applies_to_the_mapped_model_of_model_paths():
 
 
 @pytest.mark.parametrize("max_series", [0, 1, 5, 6, 7, 12, 13, 40])
-def test_series_cap_counts_every_line_and_never_cuts_a_histogram(max_series):
+def test_series_cap_counts_every_line_and_never_cuts_a_histogram(max_series, promtool):
     native, drops = collector(max_series=max_series)
     page = page_of(count_line("a"), histogram_lines("a"), histogram_lines("b"),
                    count_line("b"), histogram_lines("c", name=RUNTIME, third="TF1"))
@@ -319,7 +319,7 @@ def test_series_cap_counts_every_line_and_never_cuts_a_histogram(max_series):
             buckets = [key for key in samples if key[0] == name + "_bucket"
                        and {k: v for k, v in key[1] if k != "le"} == labels]
             assert len(buckets) == 3 and (name + "_sum", frozenset(labels.items())) in samples
-    result = promtool_check_metrics(exposition(metrics))
+    result = promtool_check_metrics(exposition(metrics), promtool)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -423,7 +423,8 @@ INVALID = [
 
 @pytest.mark.parametrize("lines, passthrough, invalid", [case[1:] for case in INVALID],
                          ids=[case[0] for case in INVALID])
-def test_invalid_samples_are_dropped_and_counted_the_rest_exported(lines, passthrough, invalid):
+def test_invalid_samples_are_dropped_and_counted_the_rest_exported(lines, passthrough, invalid,
+                                                                   promtool):
     native, drops = collector(passthrough=passthrough)
     metrics = native.convert(page_of(lines, count_line("fine"), histogram_lines("fine")))
     samples = parsed_samples(metrics)
@@ -435,7 +436,7 @@ def test_invalid_samples_are_dropped_and_counted_the_rest_exported(lines, passth
     assert drops.value("native_series") == 0
     assert native.last_problem  # described, for the log
     for accept in ("text/plain", OPENMETRICS):
-        result = promtool_check_metrics(exposition(metrics, accept))
+        result = promtool_check_metrics(exposition(metrics, accept), promtool)
         assert result.returncode in (0, 3), result.stdout + result.stderr  # 3: lint only
         assert "error" not in (result.stdout + result.stderr).lower()
 
@@ -592,13 +593,13 @@ HOSTILE = page_of(
 
 @pytest.mark.parametrize("passthrough", [False, True])
 @pytest.mark.parametrize("accept", ["text/plain", OPENMETRICS])
-def test_the_whole_output_of_a_hostile_page_is_valid(passthrough, accept):
+def test_the_whole_output_of_a_hostile_page_is_valid(passthrough, accept, promtool):
     native, drops = collector(passthrough=passthrough)
     metrics = native.convert(HOSTILE)
     text = exposition(metrics, accept)
     families = list(parse_openmetrics(text) if accept == OPENMETRICS else parse_text(text))
     assert families
-    result = promtool_check_metrics(text)
+    result = promtool_check_metrics(text, promtool)
     if accept == OPENMETRICS:
         # promtool reads the text format: an OpenMetrics counter's HELP names the family
         # without _total, which it reports as "no help text" (a lint finding, exit 3), as it

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+
 import pytest
 import requests
 
@@ -38,6 +41,75 @@ def test_prometheus_scrapes_the_exporter_and_tfserving_page(prometheus_for, simu
                          'model_name="half_plus_two"}')
     assert [(r["metric"]["API"], r["metric"]["entrypoint"], r["value"][1]) for r in latency] \
         == [("predict", "REST", "1")]
+
+
+# A page in the Prometheus text format as TF Serving serves it (Content-Type text/plain), with
+# bucket bounds written as integers.
+RECORDED_PAGE = (b"# TYPE recorded_seconds histogram\n"
+                 b'recorded_seconds_bucket{le="1"} 1\nrecorded_seconds_bucket{le="+Inf"} 2\n'
+                 b"recorded_seconds_sum 3\nrecorded_seconds_count 2\n")
+
+
+class AcceptRecorder(http.server.ThreadingHTTPServer):
+    """Serves RECORDED_PAGE on 127.0.0.1 and keeps the Accept headers of its scrapes."""
+
+    def __init__(self) -> None:
+        self.accept_headers: list[str] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                recorder.accept_headers.append(self.headers.get("Accept", ""))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(RECORDED_PAGE)))
+                self.end_headers()
+                self.wfile.write(RECORDED_PAGE)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def test_scrape_negotiation_and_le_labels_on_each_version(prometheus_for, prometheus_version,
+                                                          exporter):
+    """What differs between 2.x and 3.x at scrape time, pinned down: the Accept header (3.x
+    asks for escaping=allow-utf-8) gets OpenMetrics from the exporter on both, and a bound
+    exposed as le="1" is stored as "1" by 2.x but as "1.0" by 3.x (which is why no rule or
+    dashboard matches le by its text: tests/test_dashboards.py)."""
+    recorder = AcceptRecorder()
+    try:
+        prom = prometheus_for([
+            {"job_name": "exporter", "targets": [f"127.0.0.1:{exporter.running.port}"]},
+            {"job_name": "recorder", "targets": [f"127.0.0.1:{recorder.server_port}"]}])
+        prom.wait_for_targets_up(["exporter", "recorder"])
+        buckets = prom.wait_for_query('recorded_seconds_bucket{job="recorder"}',
+                                      lambda result: len(result) == 2)
+        # histogram_quantile reads the bound as a number on both (asked while the recorder
+        # still serves: once it is gone, its series go stale).
+        median = prom.query_value('histogram_quantile(0.5, recorded_seconds_bucket)')
+    finally:
+        recorder.close()
+    assert median == 1.0
+    accept = recorder.accept_headers[0]
+    assert accept.startswith("application/openmetrics-text;version=1.0.0"), accept
+    content_type = exporter.get(headers={"Accept": accept}).headers["Content-Type"]
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0"), content_type
+    stored = {sample["metric"]["le"] for sample in buckets}
+    if prometheus_version == "2":
+        assert "escaping" not in accept
+        assert stored == {"1", "+Inf"}
+    else:
+        assert "escaping=allow-utf-8" in accept
+        assert "escaping=allow-utf-8" in content_type
+        assert stored == {"1.0", "+Inf"}
 
 
 def test_rule_files_are_loaded_and_alerts_fire(prometheus_for, tmp_path):

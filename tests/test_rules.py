@@ -14,7 +14,6 @@ from functools import lru_cache
 import pytest
 import yaml
 
-from tests.conftest import require_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RULES = os.path.join(ROOT, "prometheus", "rules", "tfserving.rules.yaml")
@@ -121,20 +120,20 @@ def runbook_anchors() -> set[str]:
 
 # ---- promtool ----------------------------------------------------------------------------------
 
-def run_promtool(*args: str) -> subprocess.CompletedProcess:
-    promtool = require_tool("promtool")
+def run_promtool(promtool: str, *args: str) -> subprocess.CompletedProcess:
+    """``promtool *args`` in the rules' folder; ``promtool`` is the fixture's path (2.x, 3.x)."""
     return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=120,
                           cwd=os.path.dirname(RULES))
 
 
-def test_promtool_check_rules_accepts_the_rules():
-    done = run_promtool("check", "rules", RULES)
+def test_promtool_check_rules_accepts_the_rules(promtool):
+    done = run_promtool(promtool, "check", "rules", RULES)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(all_rules())} rules found" in done.stdout
 
 
-def test_promtool_unit_tests_pass():
-    done = run_promtool("test", "rules", RULES_TEST)
+def test_promtool_unit_tests_pass(promtool):
+    done = run_promtool(promtool, "test", "rules", RULES_TEST)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 

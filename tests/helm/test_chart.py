@@ -11,9 +11,9 @@ import subprocess
 import pytest
 import yaml
 
-from tests.helm import operator_objects
+from tests.helm import operator_objects, operator_schemas
 from tests.helm.rendering import (CHART_DIR, CI_VALUES, EXPORTER_CONTAINER, KUBERNETES_VERSIONS,
-                                  NAMESPACE, RELEASE, ci_id, container, example_chart,
+                                  NAMESPACE, RELEASE, ROOT, ci_id, container, example_chart,
                                   exporter_pods, helm, load_chart, render, render_error,
                                   require_module, values_file)
 
@@ -61,8 +61,79 @@ def test_every_object_is_valid_for_kubernetes(values_path):
     assert not problems, "\n".join(problems)
 
 
+def _operator_objects(rendered) -> list[dict]:
+    return [obj for obj in rendered.objects
+            if obj["apiVersion"].startswith("monitoring.coreos.com/")]
+
+
 @pytest.mark.parametrize("values_path", CASES)
-def test_operator_objects_have_the_fields_the_operator_expects(values_path):
+def test_operator_objects_validate_against_the_operators_strict_schema(values_path):
+    problems = []
+    for obj in _operator_objects(render(values_of(values_path))):
+        problems += operator_schemas.problems(obj)
+    assert not problems, "\n".join(problems)
+
+
+def test_every_operator_kind_is_rendered_and_schema_checked_by_some_case():
+    kinds = {obj["kind"] for path in CASES for obj in _operator_objects(
+        render(values_of(path.values[0])))}
+    assert kinds == set(operator_schemas.KINDS)
+
+
+def test_operator_schemas_come_from_the_pinned_operator_version():
+    require_module(operator_schemas.MODULE)
+    installed = operator_schemas.installed_package_version()
+    assert installed == operator_schemas.PACKAGE_VERSION, (
+        f"{operator_schemas.PACKAGE} {installed} is installed, the tests name "
+        f"{operator_schemas.PACKAGE_VERSION}: update PACKAGE_VERSION/OPERATOR_VERSION with the pin")
+    assert operator_schemas.operator_version_of(installed) == operator_schemas.OPERATOR_VERSION
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as handle:
+        assert f'"{operator_schemas.PACKAGE}=={operator_schemas.PACKAGE_VERSION}"' in handle.read()
+
+
+def test_strict_operator_schema_catches_typos_the_plain_one_lets_through():
+    rendered = render(values_file(os.path.join(CHART_DIR, "ci", "fleet-values.yaml")))
+
+    def problems(kind, change, strict=True) -> str:
+        obj = json.loads(json.dumps(rendered.one(kind)))
+        change(obj)
+        return "\n".join(operator_schemas.problems(obj, strict_schema=strict))
+
+    def intervall(obj):
+        obj["spec"]["endpoints"][0]["intervall"] = obj["spec"]["endpoints"][0].pop("interval")
+
+    def lables(obj):
+        obj["metadata"]["lables"] = obj["metadata"].pop("labels")
+
+    typos = [("ServiceMonitor", intervall, "spec.endpoints.0: Additional properties are not "
+              "allowed ('intervall' was unexpected)"),
+             ("ScrapeConfig", lambda o: o["spec"].update(foo=1),
+              "at spec: Additional properties are not allowed ('foo' was unexpected)"),
+             ("ScrapeConfig", lables, "at metadata: Additional properties are not allowed "
+              "('lables' was unexpected)"),
+             ("ScrapeConfig", lambda o: o["spec"]["relabelings"][0].update(source_labels=["a"]),
+              "('source_labels' was unexpected)"),
+             ("ScrapeConfig", lambda o: o["spec"]["kubernetesSDConfigs"][0].update(
+                 namespace="ml"), "('namespace' was unexpected)"),
+             ("ServiceMonitor", lambda o: o["spec"]["endpoints"][0].update(interval=None),
+              "at spec.endpoints.0.interval: None is not of type 'string'")]
+    for kind, change, message in typos:
+        assert message in problems(kind, change), (kind, message)
+        assert not problems(kind, change, strict=False), (kind, message)
+    rule = render(values_file(os.path.join(CHART_DIR, "ci", "prometheusrule-values.yaml")))
+    obj = json.loads(json.dumps(rule.one("PrometheusRule")))
+    obj["spec"]["groups"][0]["rules"][0]["expresion"] = "up"
+    assert "('expresion' was unexpected)" in "\n".join(operator_schemas.problems(obj))
+    pod_monitor = json.loads(json.dumps(render(values_file(os.path.join(
+        CHART_DIR, "ci", "podmonitor-values.yaml"))).one("PodMonitor")))
+    pod_monitor["spec"]["podMetricsEndpoints"][0]["scrapeTimout"] = "10s"
+    assert "('scrapeTimout' was unexpected)" in "\n".join(operator_schemas.problems(pod_monitor))
+    assert "no Operator schema for kind 'Probe'" in "\n".join(operator_schemas.problems(
+        {**obj, "kind": "Probe"}))
+
+
+@pytest.mark.parametrize("values_path", CASES)
+def test_operator_objects_fit_the_rest_of_the_render(values_path):
     values = values_of(values_path)
     rendered = render(values)
     merged = load_chart().merge_values(values)
@@ -126,10 +197,7 @@ def test_prometheus_rule_leaves_out_disabled_alerts():
     assert all(g["rules"] for g in rule.one("PrometheusRule")["spec"]["groups"])
 
 
-def test_prometheus_rule_passes_promtool(tmp_path):
-    from tests.conftest import require_tool
-
-    promtool = require_tool("promtool")
+def test_prometheus_rule_passes_promtool(tmp_path, promtool):
     rule = render({"prometheusRule": {"enabled": True}}).one("PrometheusRule")
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}), encoding="utf-8")
@@ -422,6 +490,7 @@ def test_fleet_scrape_config_probes_the_selected_tfserving_pods():
     assert operator_objects.scrape_target_service(scrape, rendered) == (
         f"{RELEASE}-tfserving-exporter", "metrics")
     assert not operator_objects.check_scrape_config(scrape, rendered)
+    assert not operator_schemas.problems(scrape)
 
 
 def test_fleet_scrape_config_values_reach_the_spec():
@@ -490,34 +559,114 @@ def test_notes_in_fleet_mode_say_how_to_probe():
     assert "examples/prometheus-fleet.yml" in render(FLEET).notes
 
 
-def test_scrape_config_check_finds_what_the_operator_rejects():
+def test_scrape_config_checks_find_what_the_operator_rejects():
     rendered = render(FLEET_SCRAPE)
     good = rendered.one("ScrapeConfig")
     assert not operator_objects.check_scrape_config(good, rendered)
+    assert not operator_schemas.problems(good)
+
+    def problems(change) -> str:
+        """What the strict schema and the checks beyond it find, together."""
+        obj = json.loads(json.dumps(good))
+        change(obj["spec"])
+        return "\n".join(operator_schemas.problems(obj) +
+                         operator_objects.check_scrape_config(obj, rendered))
+
+    # The Operator's schema, made strict:
+    assert "('interval' was unexpected)" in problems(lambda s: s.update(interval="30s"))
+    assert "role" not in problems(lambda s: s["kubernetesSDConfigs"][0].update(role="Pod"))
+    assert "'Pods' is not one of ['Pod'," in problems(
+        lambda s: s["kubernetesSDConfigs"][0].update(role="Pods"))
+    assert "('namespace' was unexpected)" in problems(
+        lambda s: s["kubernetesSDConfigs"][0].update(namespace="ml"))
+    assert "('source_labels' was unexpected)" in problems(
+        lambda s: s["relabelings"][0].update(source_labels=["a"]))
+    assert "relabelings.0.action: 'KEEP' is not one of" in problems(
+        lambda s: s["relabelings"][0].update(action="KEEP"))
+    assert "relabelings.0.sourceLabels.0: 'app.kubernetes.io/name' does not match" in problems(
+        lambda s: s["relabelings"][0].update(sourceLabels=["app.kubernetes.io/name"]))
+    assert "spec.metricRelabelings: [] should be non-empty (minItems)" in problems(
+        lambda s: s.update(metricRelabelings=[]))
+    assert "spec.params.m: 'x' is not of type 'array'" in problems(
+        lambda s: s.update(params={"m": "x"}))
+    assert "spec.scrapeInterval: '30 s' does not match" in problems(
+        lambda s: s.update(scrapeInterval="30 s"))
+    assert "spec.scheme: 'http' is not one of ['HTTP', 'HTTPS']" in problems(
+        lambda s: s.update(scheme="http"))
+    assert "spec.honorLabels: 'true' is not of type 'boolean'" in problems(
+        lambda s: s.update(honorLabels="true"))
+    assert "apiVersion: 'monitoring.coreos.com/v1alpha1' was expected" in "\n".join(
+        operator_schemas.problems({**good, "apiVersion": "monitoring.coreos.com/v1"}))
+    # Beyond the schema (CEL rules and list types it drops, what Prometheus rejects, the render):
+    assert "needs a targetLabel" in problems(lambda s: s["relabelings"][3].pop("targetLabel"))
+    assert "regex '(': missing )" in problems(lambda s: s["relabelings"][0].update(regex="("))
+    assert "must not repeat a name" in problems(
+        lambda s: s["kubernetesSDConfigs"][0]["namespaces"].update(names=["ml", "ml"]))
+    assert "scrapeTimeout 1m is longer" in problems(lambda s: s.update(scrapeTimeout="1m"))
+    assert "scrapeInterval '0' is empty or zero" in problems(
+        lambda s: s.update(scrapeInterval="0"))
+    assert "metricsPath 'probe' must start with /" in problems(
+        lambda s: s.update(metricsPath="probe"))
+    assert "has no targets" in problems(lambda s: s.pop("kubernetesSDConfigs"))
+    assert "does not send the scrapes to a port of a rendered Service" in problems(
+        lambda s: s["relabelings"][-1].update(replacement="elsewhere.ml.svc:9850"))
+    # Each problem is found once, by the schema or by the checks: the two do not overlap.
+    assert problems(lambda s: s.update(interval="30s")).count("\n") == 0
+
+
+def test_monitor_and_rule_checks_find_what_the_schema_cannot():
+    rendered = render(values_file(os.path.join(CHART_DIR, "ci", "fleet-values.yaml")))
+    good = rendered.one("ServiceMonitor")
+    assert not operator_objects.check_service_monitor(good, rendered, NAMESPACE)
 
     def problems(change) -> str:
         obj = json.loads(json.dumps(good))
-        change(obj["spec"])
-        return "\n".join(operator_objects.check_scrape_config(obj, rendered))
+        change(obj)
+        return "\n".join(operator_schemas.problems(obj) +
+                         operator_objects.check_service_monitor(obj, rendered, NAMESPACE))
 
-    assert "unknown fields ['interval']" in problems(lambda s: s.update(interval="30s"))
-    assert "role 'pod'" not in problems(lambda s: s["kubernetesSDConfigs"][0].update(role="Pod"))
-    assert "role 'Pods'" in problems(lambda s: s["kubernetesSDConfigs"][0].update(role="Pods"))
-    assert "unknown fields ['namespace']" in problems(
-        lambda s: s["kubernetesSDConfigs"][0].update(namespace="ml"))
-    assert "unknown fields ['source_labels']" in problems(
-        lambda s: s["relabelings"][0].update(source_labels=["a"]))
-    assert "action 'KEEP'" in problems(lambda s: s["relabelings"][0].update(action="KEEP"))
-    assert "needs a targetLabel" in problems(lambda s: s["relabelings"][3].pop("targetLabel"))
-    assert "is not a label name" in problems(
-        lambda s: s["relabelings"][0].update(sourceLabels=["app.kubernetes.io/name"]))
-    assert "minItems 1" in problems(lambda s: s.update(metricRelabelings=[]))
-    assert "scrapeTimeout 1m is longer" in problems(lambda s: s.update(scrapeTimeout="1m"))
-    assert "params must map names to lists" in problems(lambda s: s.update(params={"m": "x"}))
-    assert "does not send the scrapes to a port of a rendered Service" in problems(
-        lambda s: s["relabelings"][-1].update(replacement="elsewhere.ml.svc:9850"))
-    assert "apiVersion" in "\n".join(operator_objects.check_scrape_config(
-        {**good, "apiVersion": "monitoring.coreos.com/v1"}))
+    endpoint = lambda o: o["spec"]["endpoints"][0]  # noqa: E731
+    assert "port 'http' is not one of the target's named ports" in problems(
+        lambda o: endpoint(o).update(port="http"))
+    assert "selects 0 rendered Services" in problems(
+        lambda o: o["spec"]["selector"]["matchLabels"].update(extra="x"))
+    assert "does not select the release namespace" in problems(
+        lambda o: (o["metadata"].update(namespace="monitoring"),
+                   o["spec"].update(namespaceSelector={"matchNames": ["other"]})))
+    assert "endpoints is empty" in problems(lambda o: o["spec"].update(endpoints=[]))
+    assert "scrapeTimeout 2m is longer than interval" in problems(
+        lambda o: endpoint(o).update(scrapeTimeout="2m"))
+    assert "path must start with /" in problems(lambda o: endpoint(o).update(path="metrics"))
+    assert "metadata needs name and namespace" in problems(lambda o: o["metadata"].pop(
+        "namespace"))
+    rule = render(values_file(os.path.join(CHART_DIR, "ci", "prometheusrule-values.yaml")))
+    good_rule = rule.one("PrometheusRule")
+    assert not operator_objects.check_prometheus_rule(good_rule)
+
+    def rule_problems(change) -> str:
+        obj = json.loads(json.dumps(good_rule))
+        change(obj["spec"]["groups"])
+        return "\n".join(operator_schemas.problems(obj) +
+                         operator_objects.check_prometheus_rule(obj))
+
+    first = lambda groups, key: next(  # noqa: E731
+        r for g in groups for r in g["rules"] if key in r)
+    first_alert = lambda groups: first(groups, "alert")  # noqa: E731
+    alert = first_alert(good_rule["spec"]["groups"])
+    assert "group names must be unique" in rule_problems(lambda g: g.append(g[0]))
+    assert "no rules" in rule_problems(lambda g: g[0].update(rules=[]))
+    assert "needs exactly one of alert and record" in rule_problems(
+        lambda g: first_alert(g).update(record="x"))
+    assert f"{alert['alert']}: needs a for: duration" in rule_problems(
+        lambda g: first_alert(g).pop("for"))
+    assert "a recording rule takes no for/annotations" in rule_problems(
+        lambda g: first(g, "record").update(annotations={"summary": "x"}))
+    assert "expr must be a non-empty string" in rule_problems(
+        lambda g: first(g, "record").update(expr=" "))
+    assert "severity label must be" in rule_problems(
+        lambda g: first_alert(g)["labels"].update(severity="page"))
+    assert "for: '5 m' does not match" in rule_problems(
+        lambda g: first_alert(g).update({"for": "5 m"}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -679,6 +828,7 @@ def test_example_chart_renders_valid_objects(tmp_path):
     assert "checksum/config" in pods[0]["metadata"]["annotations"]
     for obj in rendered.objects:
         if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            assert not operator_schemas.problems(obj)
             assert not operator_objects.check_service_monitor(obj, rendered, NAMESPACE)
             continue
         for version in KUBERNETES_VERSIONS:

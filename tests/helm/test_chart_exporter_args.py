@@ -3,6 +3,7 @@ exporter's own `check-config` (flags, config file, models.config, golden files).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from tests.helm.rendering import (CHART_DIR, CI_VALUES, EXPORTER_CONTAINER, ROOT, Rendered,
                                   ci_id, container, example_chart, exporter_pods, render,
-                                  values_file)
+                                  require_module, values_file)
 from tfserving_simulator.demo_files import STANDIN_GOLDEN_DIR
 
 CONFIG_MOUNT = "/etc/tfserving-exporter"
@@ -21,29 +22,107 @@ CASES_WITH_GOLDEN_FILES = ("canary-golden-inline", "canary-existing-configmap", 
                            "fleet-canary")
 
 
-def materialize(rendered: Rendered, pod: dict[str, Any], root: str) -> dict[str, str]:
-    """Write what the exporter container would see under ``root``.
+# Keys of the Secrets the chart mounts but does not render (TLS files, basic auth users), and
+# the password of the user the test writes.
+PASSWORD = "scrape-password"
 
-    ConfigMap volumes rendered by the chart get their data; a ConfigMap made outside the chart
-    or another volume source (a golden-set PVC) gets the demo's golden files. Returns
-    {container path: local path} for every mount.
-    """
+
+@functools.lru_cache(maxsize=None)
+def _pki() -> dict[str, bytes]:
+    """A CA and a certificate it signed, as the PEM files of a kubernetes.io/tls Secret (with
+    cert-manager's ca.crt), and a basic-auth users file."""
+    import datetime
+
+    bcrypt = require_module("bcrypt")
+    require_module("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(key, name, issuer_key, issuer, ca):
+        return (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]),
+                               critical=False)
+                .sign(issuer_key, hashes.SHA256()))
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert(ca_key, "test-ca", ca_key, "test-ca", True)
+    leaf = cert(key, "tfs-tfserving-exporter.ml.svc", ca_key, "test-ca", False)
+    users = "prometheus: " + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode() + "\n"
+    return {
+        "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
+        "tls.crt": leaf.public_bytes(serialization.Encoding.PEM),
+        "tls.key": key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()),
+        "users.yaml": users.encode(),
+    }
+
+
+def _fill_volume(rendered: Rendered, volume: dict[str, Any], local: str) -> None:
+    """Write what a volume holds: a ConfigMap or Secret the chart renders gets its data; a
+    Secret made outside the chart gets the test's PKI and users file under each item's path; an
+    emptyDir stays empty (an init container fills it); a ConfigMap made outside the chart or
+    another volume source (a golden-set PVC) gets the demo's golden files."""
+    os.makedirs(local, exist_ok=True)
+    if "emptyDir" in volume:
+        return
+    if "secret" in volume:
+        secret = next((obj for obj in rendered.of_kind("Secret")
+                       if obj["metadata"]["name"] == volume["secret"]["secretName"]), None)
+        if secret is not None:
+            files = {key: text.encode() for key, text in secret.get("stringData", {}).items()}
+        else:
+            files = {item["path"]: _pki()[os.path.basename(item["path"])]
+                     for item in volume["secret"]["items"]}
+        for path, content in files.items():
+            with open(os.path.join(local, path), "wb") as handle:
+                handle.write(content)
+        return
+    source = volume.get("configMap")
+    config_map = rendered.config_map(source["name"]) if source else None
+    if config_map is not None:
+        for key, text in config_map["data"].items():
+            with open(os.path.join(local, key), "w", encoding="utf-8") as handle:
+                handle.write(text)
+    elif volume["name"] != "tfserving-exporter-config":
+        shutil.copytree(STANDIN_GOLDEN_DIR, local, dirs_exist_ok=True)
+
+
+def _mounts(item: dict[str, Any], volume_dirs: dict[str, str]) -> dict[str, str]:
+    return {mount["mountPath"]: volume_dirs[mount["name"]]
+            for mount in item.get("volumeMounts", [])}
+
+
+def materialize(rendered: Rendered, pod: dict[str, Any], root: str) -> dict[str, str]:
+    """Write what the exporter container would see under ``root``: every volume the pod's
+    exporter containers mount gets a directory of its own (``_fill_volume``), and the chart's
+    init containers (they run the exporter image's python) run on those directories. Returns
+    {container path: local path} for every mount of the exporter container."""
     volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
-    mapping = {}
-    for mount in container(pod, EXPORTER_CONTAINER)["volumeMounts"]:
-        local = os.path.join(root, mount["mountPath"].strip("/"))
-        os.makedirs(local, exist_ok=True)
-        volume = volumes[mount["name"]]
-        source = volume.get("configMap")
-        config_map = rendered.config_map(source["name"]) if source else None
-        if config_map is not None:
-            for key, text in config_map["data"].items():
-                with open(os.path.join(local, key), "w", encoding="utf-8") as handle:
-                    handle.write(text)
-        elif mount["mountPath"] != CONFIG_MOUNT:
-            shutil.copytree(STANDIN_GOLDEN_DIR, local, dirs_exist_ok=True)
-        mapping[mount["mountPath"]] = local
-    return mapping
+    init = [item for item in pod["spec"].get("initContainers", [])
+            if item["name"].startswith(EXPORTER_CONTAINER)]
+    used = {mount["name"] for item in [container(pod, EXPORTER_CONTAINER), *init]
+            for mount in item.get("volumeMounts", [])}
+    volume_dirs = {name: os.path.join(root, name) for name in sorted(used)}
+    for name, local in volume_dirs.items():
+        _fill_volume(rendered, volumes[name], local)
+    for item in init:
+        command = item["command"]
+        assert command[:2] == ["python", "-c"], command
+        args = local_args([f"={arg}" for arg in command[3:]], _mounts(item, volume_dirs))
+        subprocess.run([sys.executable, "-c", command[2], *(a[1:] for a in args)], check=True,
+                       timeout=60)
+    return _mounts(container(pod, EXPORTER_CONTAINER), volume_dirs)
 
 
 def local_args(args: list[str], mapping: dict[str, str]) -> list[str]:
@@ -59,6 +138,28 @@ def local_args(args: list[str], mapping: dict[str, str]) -> list[str]:
     return result
 
 
+def _web_config_copy(args: list[str], mapping: dict[str, str], root: str) -> list[str]:
+    """The web config file names files by their container paths: give check-config a copy
+    whose paths point at the materialized files."""
+    result = []
+    for arg in args:
+        flag, sep, value = arg.partition("=")
+        if flag == "--web.config.file":
+            import yaml
+
+            with open(value, encoding="utf-8") as handle:
+                web = yaml.safe_load(handle) or {}
+            tls = web.get("tls_server_config") or {}
+            for key in ("cert_file", "key_file", "client_ca_file"):
+                if key in tls:
+                    [tls[key]] = [a[1:] for a in local_args(["=" + tls[key]], mapping)]
+            value = os.path.join(root, "web-config.local.yaml")
+            with open(value, "w", encoding="utf-8") as handle:
+                yaml.safe_dump(web, handle)
+        result.append(flag + sep + value)
+    return result
+
+
 def check_config(rendered: Rendered, tmp_path) -> list[subprocess.CompletedProcess]:
     results = []
     pods = exporter_pods(rendered)
@@ -67,7 +168,8 @@ def check_config(rendered: Rendered, tmp_path) -> list[subprocess.CompletedProce
         exporter = container(pod, EXPORTER_CONTAINER)
         mapping = materialize(rendered, pod, str(tmp_path / f"pod{index}"))
         assert mapping[CONFIG_MOUNT], "config ConfigMap not mounted"
-        args = local_args(exporter["args"], mapping)
+        args = _web_config_copy(local_args(exporter["args"], mapping), mapping,
+                                str(tmp_path / f"pod{index}"))
         results.append(subprocess.run(
             [sys.executable, "-m", "exporter", "check-config", *args], cwd=ROOT,
             capture_output=True, text=True, timeout=60))

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helm.rendering import (CHART_DIR, EXPORTER_CONTAINER, ROOT, container, example_chart,
                                   exporter_pods, load_chart, read_values_yaml, render,
-                                  render_error)
+                                  render_error, values_file)
 
 SCRIPT = os.path.join(ROOT, "scripts", "sync_chart_files.py")
 
@@ -179,6 +179,9 @@ def test_the_chart_refuses_exactly_the_settings_it_passes_as_flags(tmp_path):
             "mode": "fleet", "fleet": {"allowedTargets": ["10.0.0.0/8"]},
             "canary": {"existingConfigMap": "g"},
             "exporter": {"nativeCollector": {"metricsPath": "/monitoring/prometheus/metrics"}}})),
+        # gRPC TLS with a client certificate and server name, and a web config file.
+        "serving-tls": _settings_passed_as_flags(render(values_file(
+            os.path.join(CHART_DIR, "ci", "tls-values.yaml")))),
         # The example chart has golden sets and models.config in sidecar-only mode.
         "sidecar-only": _settings_passed_as_flags(render(
             {"tfserving-exporter": {"exporter": {"nativeCollector": {

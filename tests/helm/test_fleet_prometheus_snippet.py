@@ -103,10 +103,7 @@ def _promtool(promtool: str, path: str) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
-def test_snippet_passes_promtool(tmp_path):
-    from tests.conftest import require_tool
-
-    promtool = require_tool("promtool")
+def test_snippet_passes_promtool(tmp_path, promtool):
     result = _promtool(promtool, SNIPPET)
     if NO_KUBERNETES_SD in result.stdout + result.stderr:
         # This promtool has no Kubernetes discovery (Debian builds it without): check the rest
@@ -232,14 +229,13 @@ def _probe_job(source: str, exporter_address: str) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("source", ["snippet", "scrapeconfig"])
-def test_prometheus_turns_discovered_tfserving_pods_into_probes(source, tmp_path):
+def test_prometheus_turns_discovered_tfserving_pods_into_probes(source, tmp_path,
+                                                                prometheus_binary):
     """Pods as Kubernetes discovery reports them (served through file discovery, since the
     relabelling only sees labels): the selected, running pods' gRPC ports become one /probe
     scrape each of the exporter, with target, instance, model, namespace and pod; every
     other port and pod is dropped. Addresses are loopback ones and nothing listens there."""
-    from tests.conftest import require_tool
-
-    binary = require_tool("prometheus")
+    binary = prometheus_binary
     exporter_address = f"127.0.0.1:{free_port()}"
     item, values = _probe_job(source, exporter_address)
     selected = values["fleet"]["podSelector"]

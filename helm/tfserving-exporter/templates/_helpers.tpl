@@ -143,6 +143,12 @@ probe.allowed_targets: fleet.allowedTargets
 probe.rest_port: fleet.restPort
 fleet.max_targets: fleet.maxTargets
 fleet.target_expiry: fleet.targetExpiry
+tfserving.grpc_tls.enabled: exporter.tfserving.grpcTls.enabled
+tfserving.grpc_tls.ca_file: exporter.tfserving.grpcTls.secretName
+tfserving.grpc_tls.cert_file: exporter.tfserving.grpcTls.clientCertificate
+tfserving.grpc_tls.key_file: exporter.tfserving.grpcTls.clientCertificate
+tfserving.grpc_tls.server_name: exporter.tfserving.grpcTls.serverName
+web.config_file: exporter.web.tls and exporter.web.basicAuth
 {{- end -}}
 
 {{- define "tfserving-exporter.configYaml" -}}
@@ -283,6 +289,10 @@ file: {{ printf "%s/%s" (trimSuffix "/" $m.mountPath) $m.fileName }}
 {{- end }}
 - --{{ ternary "" "no-" $nativeOn }}collector.native
 - --collector.native.passthrough={{ $native.passthrough }}
+{{- include "tfserving-exporter.grpcTlsArgs" . }}
+{{- with include "tfserving-exporter.webConfigFile" . }}
+- --web.config.file={{ . }}
+{{- end }}
 {{- with .Values.exporter.extraArgs }}
 {{ toYaml . }}
 {{- end }}
@@ -407,11 +417,11 @@ The `job` label of the fleet's probes: spec.jobName, else what the Operator name
   {{- end }}
   {{- with $e.livenessProbe }}
   livenessProbe:
-    {{- toYaml . | nindent 4 }}
+    {{- include "tfserving-exporter.exporterProbe" (list $ .) | nindent 4 }}
   {{- end }}
   {{- with $e.readinessProbe }}
   readinessProbe:
-    {{- toYaml . | nindent 4 }}
+    {{- include "tfserving-exporter.exporterProbe" (list $ .) | nindent 4 }}
   {{- end }}
   {{- with $e.resources }}
   resources:
@@ -435,6 +445,7 @@ The `job` label of the fleet's probes: spec.jobName, else what the Operator name
       mountPath: {{ .Values.canary.mountPath }}
       readOnly: true
     {{- end }}
+    {{- include "tfserving-exporter.tlsVolumeMounts" . | nindent 4 }}
     {{- with $e.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -457,13 +468,14 @@ The `job` label of the fleet's probes: spec.jobName, else what the Operator name
 - name: tfserving-exporter-golden
   {{- toYaml .Values.canary.volume | nindent 2 }}
 {{- end }}
+{{- include "tfserving-exporter.tlsVolumes" . }}
 {{- end -}}
 
 {{/*
 Pod annotations that roll the pods when the exporter's configuration or golden sets change.
 */}}
 {{- define "tfserving-exporter.sidecarPodAnnotations.render" -}}
-checksum/config: {{ printf "%s\n---\n%s" (include "tfserving-exporter.configYaml" .) (include "tfserving-exporter.goldenData" .) | sha256sum }}
+checksum/config: {{ printf "%s\n---\n%s\n---\n%s" (include "tfserving-exporter.configYaml" .) (include "tfserving-exporter.goldenData" .) (include "tfserving-exporter.webConfigData" .) | sha256sum }}
 {{- end -}}
 
 {{/*
@@ -508,4 +520,310 @@ prometheus_config {
   enable: true,
   path: {{ .Values.tfserving.monitoring.path | quote }}
 }
+{{- end -}}
+
+
+{{/*
+TLS and basic auth
+------------------
+The exporter's web config file (exporter.web, Prometheus' --web.config.file format) and gRPC
+TLS to TF Serving (exporter.tfserving.grpcTls), from Secrets mounted below
+/var/run/secrets/tfserving-exporter.
+
+Where the web config file comes from ("webConfigSource"):
+- "configMap": TLS only; key web-config.yaml of the exporter's ConfigMap.
+- "chartSecret": exporter.web.basicAuth.users; the whole file in the chart's Secret
+  <fullname>-web-config (templates/web-config-secret.yaml).
+- "initContainer": exporter.web.basicAuth.secretName; the TLS part (web-config-base.yaml in the
+  ConfigMap) and the users' Secret are merged by the init container
+  `tfserving-exporter-web-config` into an emptyDir.
+*/}}
+{{- define "tfserving-exporter.secretsDir" -}}/var/run/secrets/tfserving-exporter{{- end -}}
+
+{{- define "tfserving-exporter.webConfigSource" -}}
+{{- $web := .Values.exporter.web -}}
+{{- $tls := $web.tls -}}
+{{- $auth := $web.basicAuth -}}
+{{- if and $tls.enabled (not $tls.secretName) -}}
+{{- fail "exporter.web.tls.enabled needs exporter.web.tls.secretName: a Secret with tls.crt and tls.key (type kubernetes.io/tls, e.g. from cert-manager)" -}}
+{{- end -}}
+{{- if and (not $tls.enabled) (or $tls.secretName $tls.clientCASecretName (ne $tls.clientAuthType "NoClientCert")) -}}
+{{- fail "exporter.web.tls.secretName, clientCASecretName and clientAuthType apply only with exporter.web.tls.enabled=true" -}}
+{{- end -}}
+{{- if and $auth.users $auth.secretName -}}
+{{- fail "exporter.web.basicAuth: set users or secretName, not both" -}}
+{{- end -}}
+{{- if $auth.secretName -}}initContainer
+{{- else if $auth.users -}}chartSecret
+{{- else if $tls.enabled -}}configMap
+{{- end -}}
+{{- end -}}
+
+{{/*
+The --web.config.file path in the exporter container; empty when neither TLS nor basic auth is on.
+*/}}
+{{- define "tfserving-exporter.webConfigFile" -}}
+{{- $source := include "tfserving-exporter.webConfigSource" . -}}
+{{- if eq $source "configMap" -}}/etc/tfserving-exporter/web-config.yaml
+{{- else if eq $source "chartSecret" -}}{{ include "tfserving-exporter.secretsDir" . }}/web-config/web-config.yaml
+{{- else if eq $source "initContainer" -}}/run/tfserving-exporter/web/web-config.yaml
+{{- end -}}
+{{- end -}}
+
+{{- define "tfserving-exporter.webTlsServerConfig" -}}
+{{- $tls := .Values.exporter.web.tls -}}
+{{- $dir := include "tfserving-exporter.secretsDir" . -}}
+{{- if $tls.enabled -}}
+tls_server_config:
+  cert_file: {{ $dir }}/web-tls/tls.crt
+  key_file: {{ $dir }}/web-tls/tls.key
+  client_auth_type: {{ $tls.clientAuthType }}
+  {{- if ne $tls.clientAuthType "NoClientCert" }}
+  client_ca_file: {{ $dir }}/{{ ternary "web-client-ca" "web-tls" (not (empty $tls.clientCASecretName)) }}/ca.crt
+  {{- end }}
+  min_version: {{ $tls.minVersion }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the chart writes of the web config, by file name (rendered into the ConfigMap or the
+chart's Secret; also part of the pods' checksum).
+*/}}
+{{- define "tfserving-exporter.webConfigData" -}}
+{{- $source := include "tfserving-exporter.webConfigSource" . -}}
+{{- $tls := include "tfserving-exporter.webTlsServerConfig" . -}}
+{{- if eq $source "configMap" -}}
+web-config.yaml: {{ $tls | quote }}
+{{- else if eq $source "initContainer" -}}
+web-config-base.yaml: {{ $tls | default "{}" | quote }}
+{{- else if eq $source "chartSecret" -}}
+web-config.yaml: {{ printf "%s\nbasic_auth_users:\n%s\n" $tls (toYaml .Values.exporter.web.basicAuth.users | indent 2) | trimPrefix "\n" | quote }}
+{{- end -}}
+{{- end -}}
+
+{{- define "tfserving-exporter.webConfigSecretName" -}}
+{{- include "tfserving-exporter.suffixedName" (list . "web-config") -}}
+{{- end -}}
+
+{{/*
+The init container that merges exporter.web.basicAuth.secretName's users into the web config
+file. It runs the exporter image's Python (PyYAML is one of the exporter's dependencies).
+*/}}
+{{- define "tfserving-exporter.webConfigMerge" -}}
+import sys, yaml
+base, users, out = sys.argv[1:4]
+with open(base, encoding="utf-8") as f:
+    config = yaml.safe_load(f) or {}
+with open(users, encoding="utf-8") as f:
+    config["basic_auth_users"] = yaml.safe_load(f)
+with open(out, "w", encoding="utf-8") as f:
+    yaml.safe_dump(config, f)
+{{- end -}}
+
+{{- define "tfserving-exporter.sidecarInitContainers" -}}
+{{- include "tfserving-exporter.withContext" (dict "ctx" . "template" "tfserving-exporter.sidecarInitContainers.render") -}}
+{{- end -}}
+
+{{- define "tfserving-exporter.sidecarInitContainers.render" -}}
+{{- if eq (include "tfserving-exporter.webConfigSource" .) "initContainer" -}}
+{{- $e := .Values.exporter -}}
+- name: tfserving-exporter-web-config
+  image: {{ include "tfserving-exporter.image" (list $e.image .Chart.AppVersion) | quote }}
+  imagePullPolicy: {{ $e.image.pullPolicy }}
+  command:
+    - python
+    - -c
+    - {{ include "tfserving-exporter.webConfigMerge" . | quote }}
+    - /etc/tfserving-exporter/web-config-base.yaml
+    - {{ include "tfserving-exporter.secretsDir" . }}/basic-auth/users.yaml
+    - {{ include "tfserving-exporter.webConfigFile" . }}
+  {{- with $e.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $e.securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    - name: tfserving-exporter-config
+      mountPath: /etc/tfserving-exporter
+      readOnly: true
+    - name: tfserving-exporter-basic-auth
+      mountPath: {{ include "tfserving-exporter.secretsDir" . }}/basic-auth
+      readOnly: true
+    - name: tfserving-exporter-web-config
+      mountPath: /run/tfserving-exporter/web
+{{- end -}}
+{{- end -}}
+
+{{/*
+The exporter's gRPC TLS flags (exporter.tfserving.grpcTls).
+*/}}
+{{- define "tfserving-exporter.grpcTlsArgs" -}}
+{{- $g := .Values.exporter.tfserving.grpcTls -}}
+{{- $dir := printf "%s/grpc-tls" (include "tfserving-exporter.secretsDir" .) -}}
+{{- if and (not $g.enabled) (or $g.secretName $g.clientCertificate $g.serverName) -}}
+{{- fail "exporter.tfserving.grpcTls.secretName, clientCertificate and serverName apply only with exporter.tfserving.grpcTls.enabled=true" -}}
+{{- end -}}
+{{- if and $g.clientCertificate (not $g.secretName) -}}
+{{- fail "exporter.tfserving.grpcTls.clientCertificate needs exporter.tfserving.grpcTls.secretName: a Secret with ca.crt, tls.crt and tls.key" -}}
+{{- end -}}
+{{- if $g.enabled }}
+- --tfserving.grpc-tls=true
+{{- if $g.secretName }}
+- --tfserving.grpc-tls.ca-file={{ $dir }}/ca.crt
+{{- end }}
+{{- if $g.clientCertificate }}
+- --tfserving.grpc-tls.cert-file={{ $dir }}/tls.crt
+- --tfserving.grpc-tls.key-file={{ $dir }}/tls.key
+{{- end }}
+{{- with $g.serverName }}
+- --tfserving.grpc-tls.server-name={{ . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "tfserving-exporter.tlsVolumeMounts" -}}
+{{- $dir := include "tfserving-exporter.secretsDir" . -}}
+{{- $source := include "tfserving-exporter.webConfigSource" . -}}
+{{- $tls := .Values.exporter.web.tls -}}
+{{- if $tls.enabled }}
+- name: tfserving-exporter-web-tls
+  mountPath: {{ $dir }}/web-tls
+  readOnly: true
+{{- if and (ne $tls.clientAuthType "NoClientCert") $tls.clientCASecretName }}
+- name: tfserving-exporter-web-client-ca
+  mountPath: {{ $dir }}/web-client-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- if eq $source "chartSecret" }}
+- name: tfserving-exporter-web-config
+  mountPath: {{ $dir }}/web-config
+  readOnly: true
+{{- else if eq $source "initContainer" }}
+- name: tfserving-exporter-web-config
+  mountPath: /run/tfserving-exporter/web
+  readOnly: true
+{{- end }}
+{{- if .Values.exporter.tfserving.grpcTls.secretName }}
+- name: tfserving-exporter-grpc-tls
+  mountPath: {{ $dir }}/grpc-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "tfserving-exporter.tlsVolumes" -}}
+{{- $source := include "tfserving-exporter.webConfigSource" . -}}
+{{- $tls := .Values.exporter.web.tls -}}
+{{- $g := .Values.exporter.tfserving.grpcTls -}}
+{{- if $tls.enabled }}
+{{- $ownCA := and (ne $tls.clientAuthType "NoClientCert") (not $tls.clientCASecretName) }}
+- name: tfserving-exporter-web-tls
+  secret:
+    secretName: {{ $tls.secretName }}
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+      {{- if $ownCA }}
+      - {key: ca.crt, path: ca.crt}
+      {{- end }}
+{{- if and (ne $tls.clientAuthType "NoClientCert") $tls.clientCASecretName }}
+- name: tfserving-exporter-web-client-ca
+  secret:
+    secretName: {{ $tls.clientCASecretName }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+{{- end }}
+{{- end }}
+{{- if eq $source "chartSecret" }}
+- name: tfserving-exporter-web-config
+  secret:
+    secretName: {{ include "tfserving-exporter.webConfigSecretName" . }}
+{{- else if eq $source "initContainer" }}
+- name: tfserving-exporter-web-config
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+- name: tfserving-exporter-basic-auth
+  secret:
+    secretName: {{ .Values.exporter.web.basicAuth.secretName }}
+    items:
+      - key: {{ .Values.exporter.web.basicAuth.secretKey }}
+        path: users.yaml
+{{- end }}
+{{- if $g.secretName }}
+- name: tfserving-exporter-grpc-tls
+  secret:
+    secretName: {{ $g.secretName }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+      {{- if $g.clientCertificate }}
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+An exporter probe as given, but over HTTPS when the exporter serves TLS, and a tcpSocket probe
+when it requires client certificates (the kubelet has none). Takes (list $ctx $probe).
+*/}}
+{{- define "tfserving-exporter.exporterProbe" -}}
+{{- $ctx := index . 0 -}}
+{{- $probe := deepCopy (index . 1) -}}
+{{- $tls := $ctx.Values.exporter.web.tls -}}
+{{- if and $tls.enabled (kindIs "map" $probe.httpGet) -}}
+{{- if eq $tls.clientAuthType "RequireAndVerifyClientCert" -}}
+{{- $port := $probe.httpGet.port -}}
+{{- $_ := unset $probe "httpGet" -}}
+{{- $_ := set $probe "tcpSocket" (dict "port" $port) -}}
+{{- else if not $probe.httpGet.scheme -}}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $probe -}}
+{{- end -}}
+
+{{/*
+How the chart's monitors reach the exporter: scheme, tlsConfig and basicAuth
+(exporter.web.scrapeClient). Takes (dict "ctx" $ "what" "<the monitor>" "upper" <bool>).
+*/}}
+{{- define "tfserving-exporter.scrapeClient" -}}
+{{- $ctx := .ctx -}}
+{{- $web := $ctx.Values.exporter.web -}}
+{{- $client := $web.scrapeClient -}}
+{{- $auth := or $web.basicAuth.users $web.basicAuth.secretName -}}
+{{- if and $web.tls.enabled (not $client.tlsConfig) -}}
+{{- fail (printf "exporter.web.tls.enabled: %s scrapes over HTTPS and needs exporter.web.scrapeClient.tlsConfig, e.g. {ca: {secret: {name: %s, key: ca.crt}}, serverName: NAME-IN-THE-CERTIFICATE} (or {insecureSkipVerify: true})" .what $web.tls.secretName) -}}
+{{- end -}}
+{{- if and (not $web.tls.enabled) $client.tlsConfig -}}
+{{- fail "exporter.web.scrapeClient.tlsConfig is set but the exporter serves plain HTTP: set exporter.web.tls.enabled=true or leave tlsConfig empty" -}}
+{{- end -}}
+{{- if and (eq $web.tls.clientAuthType "RequireAndVerifyClientCert") (not (and $client.tlsConfig.cert $client.tlsConfig.keySecret)) -}}
+{{- fail (printf "exporter.web.tls.clientAuthType=RequireAndVerifyClientCert: %s needs a client certificate, exporter.web.scrapeClient.tlsConfig.cert and keySecret" .what) -}}
+{{- end -}}
+{{- if and $auth (not $client.basicAuth) -}}
+{{- fail (printf "exporter.web.basicAuth is on: %s needs exporter.web.scrapeClient.basicAuth ({username: {name: SECRET, key: KEY}, password: {name: SECRET, key: KEY}})" .what) -}}
+{{- end -}}
+{{- if and (not $auth) $client.basicAuth -}}
+{{- fail "exporter.web.scrapeClient.basicAuth is set but the exporter has no basic auth users: set exporter.web.basicAuth or leave it empty" -}}
+{{- end -}}
+{{- /* The ScrapeConfig's scheme is upper case (an enum of its CRD); without TLS it is left out. */ -}}
+{{- if eq (toString .upper) "true" -}}
+{{- if $web.tls.enabled }}
+scheme: HTTPS
+{{- end }}
+{{- else }}
+scheme: {{ ternary "https" "http" $web.tls.enabled }}
+{{- end }}
+{{- with $client.tlsConfig }}
+tlsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $client.basicAuth }}
+basicAuth:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
