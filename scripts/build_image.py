@@ -585,15 +585,16 @@ class Container:
     """A started image: ``pid`` is the exporter's process as this machine sees it."""
 
     def __init__(self, process: subprocess.Popen, pid: int | None, runtime: str,
-                 name: str) -> None:
+                 name: str, podman: list[str] | None = None, storage: str | None = None) -> None:
         self.process, self.pid, self.runtime, self.name = process, pid, runtime, name
+        self._podman, self._storage = podman or ["podman"], storage
 
     def stop(self, timeout: float = 15) -> int | None:
         if self.process.poll() is None:
             if self.runtime == "crun":
                 subprocess.run(["crun", "kill", self.name, "TERM"], capture_output=True)
             elif self.runtime == "podman":
-                subprocess.run(["podman", "kill", "--signal", "TERM", self.name],
+                subprocess.run([*self._podman, "kill", "--signal", "TERM", self.name],
                                capture_output=True)
             else:
                 self.process.terminate()
@@ -604,7 +605,16 @@ class Container:
                 self.process.wait(5)
         if self.runtime == "crun":
             subprocess.run(["crun", "delete", "--force", self.name], capture_output=True)
+        if self._storage is not None:
+            _remove_podman_storage(self._podman, self._storage)
         return self.process.returncode
+
+
+def _remove_podman_storage(podman: list[str], storage: str) -> None:
+    """podman's storage of one run: its overlay mounts first (``system reset``), then the
+    folder."""
+    subprocess.run([*podman, "system", "reset", "--force"], capture_output=True, timeout=60)
+    shutil.rmtree(storage, ignore_errors=True)
 
 
 def runtime_config(bundle: str, args: list[str], name: str) -> str:
@@ -663,7 +673,12 @@ def start(bundle: str, args: list[str], runtime: str = "crun", name: str | None 
         # permitted", as this machine's root lacks CAP_SYS_RESOURCE).
         with open(os.path.join(os.path.dirname(bundle), "summary.json")) as file:
             image = json.load(file)["image"]
-        podman = ["podman", "run", "--rm", "--name", name, "--network", "host", "--read-only",
+        # Storage of its own, removed when the container stops: the import must not pile up
+        # in /var/lib/containers, one image per clone path.
+        storage = tempfile.mkdtemp(prefix="tfserving-exporter-podman-")
+        base = ["podman", "--root", os.path.join(storage, "root"),
+                "--runroot", os.path.join(storage, "run")]
+        podman = [*base, "run", "--rm", "--name", name, "--network", "host", "--read-only",
                   "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
                   f"oci:{image}", *args]
         hide = ("if mountpoint -q /sys/fs/cgroup/unified; then umount -l /sys/fs/cgroup/unified; "
@@ -674,14 +689,16 @@ def start(bundle: str, args: list[str], runtime: str = "crun", name: str | None 
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
         deadline = time.monotonic() + 120  # includes copying the image into podman's storage
         while time.monotonic() < deadline:
-            state = subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", name],
+            state = subprocess.run([*base, "inspect", "--format", "{{.State.Pid}}", name],
                                    capture_output=True, text=True)
             if state.returncode == 0 and state.stdout.strip() not in ("", "0"):
-                return Container(process, int(state.stdout), runtime, name)
+                return Container(process, int(state.stdout), runtime, name, base, storage)
             if process.poll() is not None:
-                return Container(process, None, runtime, name)
+                return Container(process, None, runtime, name, base, storage)
             time.sleep(0.1)
         process.kill()
+        process.wait(10)
+        _remove_podman_storage(base, storage)
         raise RuntimeError("podman: the container did not start")
     if runtime == "chroot":
         with open(os.path.join(bundle, "config.json")) as file:

@@ -12,7 +12,7 @@ import requests
 from exporter.config import load_config
 from exporter.runtime import start_exporter
 from tests import real_models as _real_models
-from tests.helpers import wait_until
+from tests.helpers import in_ci, wait_until
 from tests.prometheus_versions import VERSIONS as PROMETHEUS_VERSIONS
 from tests.prometheus_versions import require_binary
 from tfserving_simulator.app import Simulator, SimulatorOptions
@@ -29,7 +29,7 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(f"{name} is required in CI but not installed (apt-get install prometheus)")
     pytest.skip(f"{name} not installed")
 

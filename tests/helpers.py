@@ -74,3 +74,8 @@ def problems_raised(error: type, load: Callable, *args) -> list[str]:
 def files_named(directory: str, suffix: str) -> set[str]:
     """The names in ``directory`` ending in ``suffix``: test data every case must account for."""
     return {name for name in os.listdir(directory) if name.endswith(suffix)}
+
+
+def in_ci() -> bool:
+    """CI=true: a test that needs a real tool fails when the tool is missing, never skips."""
+    return os.environ.get("CI") == "true"

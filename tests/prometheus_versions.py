@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import pytest
 
+from tests.helpers import in_ci
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERSIONS = ("2", "3")
 ENVIRONMENT = {"2": "TFSERVING_EXPORTER_PROMETHEUS2", "3": "TFSERVING_EXPORTER_PROMETHEUS3"}
@@ -56,7 +58,6 @@ def _matches(path: str | None, version: str) -> bool:
     return found is not None and str(found[0]) == version
 
 
-@lru_cache(maxsize=None)
 def find_binary(tool: str, version: str) -> tuple[str | None, str]:
     """``(path or None, why not)`` of ``tool`` (prometheus, promtool) of major ``version``."""
     if version not in VERSIONS:
@@ -90,6 +91,6 @@ def require_binary(tool: str, version: str) -> str:
     path, why = find_binary(tool, version)
     if path:
         return path
-    if os.environ.get("CI") == "true" or os.environ.get(ENVIRONMENT[version]):
+    if in_ci() or os.environ.get(ENVIRONMENT[version]):
         pytest.fail(f"Prometheus {version}.x is required: {why}")
     pytest.skip(why)

@@ -39,7 +39,7 @@ import pytest
 import requests
 
 from tests.exporter_process import ExporterProcess
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, in_ci, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 HALF_PLUS_TWO = "half_plus_two"
@@ -151,7 +151,7 @@ def require_tensorflow() -> None:
     if any(os.path.isfile(os.path.join(location, "python", "__init__.py"))
            for location in locations):
         return
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail("TensorFlow is required in CI (pip install -e .[test] brings it)")
     pytest.skip("TensorFlow's runtime is not installed")
 

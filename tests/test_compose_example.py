@@ -20,6 +20,7 @@ import yaml
 
 from exporter.tfserving.models_file import ConfiguredModel, parse_model_config
 from tfserving_simulator.monitoring_config import parse_monitoring_config
+from tests.helpers import in_ci
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = REPO / "examples" / "compose"
@@ -258,7 +259,7 @@ def test_make_half_plus_two_writes_the_model_the_golden_set_expects(tmp_path):
     brings it): the image's job, minus the image."""
     import importlib.util
     if importlib.util.find_spec("tensorflow") is None:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail("tensorflow is required in CI (pip install -e .[test] installs it)")
         pytest.skip("tensorflow not installed")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")

@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import free_port
+from tests.helpers import free_port, in_ci
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import build_image  # noqa: E402
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+IN_CI = in_ci()
 IMAGE_DIR = Path(os.environ.get("IMAGE_DIR", build_image.DEFAULT_OUT))
 # Limits with room: measured 68 MB compressed, 189 MB unpacked (venv 87 MB), ~1 s to ready.
 IMAGE_LIMIT_MB = 120
@@ -238,6 +238,9 @@ def test_started_image_serves_the_simulator_as_nobody(image, runtime, simulator,
         assert os.readlink(f"/proc/{container.pid}/exe").endswith("/usr/bin/python3.11")
         assert os.path.realpath(f"/proc/{container.pid}/root") in (
             os.path.realpath(image["rootfs"]), "/")  # "/" when seen from another mount ns
+        # Its own root, not this machine's (which has no /opt/venv): the image's venv is there.
+        assert os.path.exists(f"/proc/{container.pid}/root/opt/venv/pyvenv.cfg")
+        assert not os.path.exists("/opt/venv/pyvenv.cfg")
 
         healthy = requests.get(url + "/-/healthy", timeout=10)
         assert healthy.status_code == 200 and healthy.text == "Healthy\n"

@@ -155,3 +155,24 @@ def test_only_local_targets_are_accepted():
     for target in ("localhost:9", "10.0.0.1:9", "127.0.0.1", "example.com:80"):
         with pytest.raises(ValueError):
             scrape_config({"job_name": "a", "targets": [target]})
+
+
+
+def test_a_missing_prometheus_fails_in_ci_and_skips_elsewhere(monkeypatch, tmp_path):
+    from tests import prometheus_versions
+    from tests.prometheus_versions import ENVIRONMENT, require_binary
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing found there
+    monkeypatch.setitem(prometheus_versions.WELL_KNOWN, "3", str(tmp_path))
+    for version in ("2", "3"):
+        monkeypatch.delenv(ENVIRONMENT[version], raising=False)
+        monkeypatch.setenv("CI", "true")
+        with pytest.raises(pytest.fail.Exception, match=f"Prometheus {version}.x is required"):
+            require_binary("promtool", version)
+        monkeypatch.delenv("CI")
+        with pytest.raises(pytest.skip.Exception):
+            require_binary("promtool", version)
+        # A variable naming a folder without it fails even outside CI: it was asked for.
+        monkeypatch.setenv(ENVIRONMENT[version], str(tmp_path))
+        with pytest.raises(pytest.fail.Exception, match="has no executable promtool"):
+            require_binary("promtool", version)
+        monkeypatch.delenv(ENVIRONMENT[version])

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
+from tests.helpers import in_ci
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHART_DIR = os.path.join(ROOT, "helm", "tfserving-exporter")
@@ -32,7 +33,7 @@ def require_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as err:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(f"{name} is required in CI but cannot be imported ({err}); "
                         "pip install -e '.[test]'")
         pytest.skip(f"{name} not installed")

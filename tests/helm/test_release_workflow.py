@@ -105,3 +105,33 @@ def test_a_release_tag_gives_the_tag_the_chart_defaults_to(workflow):
     [pod] = exporter_pods(render({}))
     image = container(pod, EXPORTER_CONTAINER)["image"]
     assert image == f"ghcr.io/{OWNER}/tfserving-exporter:{app_version}"
+
+
+def _version_check(workflow) -> str:
+    steps = workflow["jobs"]["image"]["steps"]
+    (step,) = [step for step in steps if step.get("id") == "versions"]
+    assert steps.index(step) < min(index for index, step in enumerate(steps)
+                                   if "docker/" in step.get("uses", ""))
+    return step["run"]
+
+
+def _package_version() -> str:
+    import tomllib
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
+        return tomllib.load(handle)["project"]["version"]
+
+
+@pytest.mark.parametrize("tag, passes", [(None, True), ("v0.0.0-not-this", False), ("v1", False)])
+def test_a_tag_that_does_not_match_the_versions_stops_the_release(workflow, tag, passes):
+    """The step runs here as it would on the runner (bash, from the repository's root);
+    ``None`` is the tag of this version."""
+    import subprocess
+    import sys
+    result = subprocess.run(
+        ["bash", "-e", "-c", _version_check(workflow)], cwd=ROOT,
+        env={"GITHUB_REF_NAME": tag or f"v{_package_version()}",
+             "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30)
+    assert (result.returncode == 0) == passes, result.stderr
+    if not passes:
+        assert "bump both first" in result.stderr

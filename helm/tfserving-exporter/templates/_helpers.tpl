@@ -723,6 +723,7 @@ The exporter's gRPC TLS flags (exporter.tfserving.grpcTls).
 - name: tfserving-exporter-web-tls
   secret:
     secretName: {{ $tls.secretName }}
+    defaultMode: 288  # 0440: keys and hashes readable by the pod's fsGroup only
     items:
       - {key: tls.crt, path: tls.crt}
       - {key: tls.key, path: tls.key}
@@ -733,6 +734,7 @@ The exporter's gRPC TLS flags (exporter.tfserving.grpcTls).
 - name: tfserving-exporter-web-client-ca
   secret:
     secretName: {{ $tls.clientCASecretName }}
+    defaultMode: 288  # 0440: keys and hashes readable by the pod's fsGroup only
     items:
       - {key: ca.crt, path: ca.crt}
 {{- end }}
@@ -741,6 +743,7 @@ The exporter's gRPC TLS flags (exporter.tfserving.grpcTls).
 - name: tfserving-exporter-web-config
   secret:
     secretName: {{ include "tfserving-exporter.webConfigSecretName" . }}
+    defaultMode: 288  # 0440: keys and hashes readable by the pod's fsGroup only
 {{- else if eq $source "initContainer" }}
 - name: tfserving-exporter-web-config
   emptyDir:
@@ -749,6 +752,7 @@ The exporter's gRPC TLS flags (exporter.tfserving.grpcTls).
 - name: tfserving-exporter-basic-auth
   secret:
     secretName: {{ .Values.exporter.web.basicAuth.secretName }}
+    defaultMode: 288  # 0440: keys and hashes readable by the pod's fsGroup only
     items:
       - key: {{ .Values.exporter.web.basicAuth.secretKey }}
         path: users.yaml
@@ -757,6 +761,7 @@ The exporter's gRPC TLS flags (exporter.tfserving.grpcTls).
 - name: tfserving-exporter-grpc-tls
   secret:
     secretName: {{ $g.secretName }}
+    defaultMode: 288  # 0440: keys and hashes readable by the pod's fsGroup only
     items:
       - {key: ca.crt, path: ca.crt}
       {{- if $g.clientCertificate }}
