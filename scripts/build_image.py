@@ -55,6 +55,8 @@ import tempfile
 import time
 import urllib.request
 
+from build_slim_venv import directory_size  # the slim venv's own measure (scripts/ is on path)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DOCKERFILE = os.path.join(REPO, "Dockerfile")
@@ -503,16 +505,6 @@ def oci_sizes(layout: str, tag: str) -> dict:
             "image_bytes": sum(layers) + manifest["config"]["size"] + descriptor["size"]}
 
 
-def directory_bytes(path: str) -> int:
-    total = 0
-    for directory, _dirs, names in os.walk(path):
-        for name in names:
-            full = os.path.join(directory, name)
-            if not os.path.islink(full):
-                total += os.lstat(full).st_size
-    return total
-
-
 def unpack(out: str, image: str) -> str:
     bundle = os.path.join(out, "bundle")
     if os.path.exists(bundle):
@@ -563,8 +555,8 @@ def build(out: str, cache: str, pin_host: bool, tag: str) -> dict:
         "venv_site_packages_mb": venv_summary["site_packages_mb"],
         **sizes,
         "image_mb": round(sizes["image_bytes"] / 1e6, 1),
-        "rootfs_bytes": directory_bytes(rootfs),
-        "venv_bytes": directory_bytes(rootfs + VENV),
+        "rootfs_bytes": directory_size(rootfs),
+        "venv_bytes": directory_size(rootfs + VENV),
         **timings,
         "build_seconds": round(time.monotonic() - started, 1),
     }

@@ -129,7 +129,7 @@ def test_image_size_is_reported(image):
         assert _oci_blob(layout, blob["digest"]).stat().st_size == blob["size"]
     size = sum(b["size"] for b in blobs) + descriptor["size"]
     assert size == image["image_bytes"]
-    rootfs = build_image.directory_bytes(image["rootfs"])
+    rootfs = build_image.directory_size(image["rootfs"])
     assert rootfs == image["rootfs_bytes"]
     print(f"\nimage {image['image']}: OCI {size / 1e6:.1f} MB "
           f"(layers {[round(b['size'] / 1e6, 1) for b in manifest['layers']]} MB gzip), "
