@@ -50,6 +50,18 @@ class _ErrorLog:
             log.info("%scollector %s recovered", self._subject, collector)
 
 
+def call_pools(protocols, workers: int, name: str) -> dict[str, concurrent.futures.Executor]:
+    """A pool per protocol, ``workers`` threads each, started as calls need them."""
+    return {protocol: concurrent.futures.ThreadPoolExecutor(
+        max_workers=workers, thread_name_prefix=f"{name}-{protocol}") for protocol in protocols}
+
+
+def close_pools(pools: dict[str, concurrent.futures.Executor]) -> None:
+    """Queued calls are dropped; running ones end by their own deadline."""
+    for pool in pools.values():
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Collection:
     """The TF Serving side of /metrics: collectors plus ``tfserving_up`` per protocol."""
 
@@ -67,10 +79,8 @@ class Collection:
         # that gRPC calls (and the gRPC ping) need, and the other way round. A fleet target's
         # collection has none: each probe brings its slot's pools to collect().
         self._own_executors = executors is None
-        self._executors = executors if executors is not None else {
-            protocol: concurrent.futures.ThreadPoolExecutor(
-                max_workers=workers_per_protocol, thread_name_prefix=f"tfserving-{protocol}")
-            for protocol in clients}
+        self._executors = executors if executors is not None else call_pools(
+            clients, workers_per_protocol, "tfserving")
         self._errors = _ErrorLog(subject=subject)
         self._subject = subject
         self._status_protocol = status_protocol(collectors, clients)
@@ -81,8 +91,7 @@ class Collection:
             if close is not None:
                 close()
         if self._own_executors:
-            for executor in self._executors.values():
-                executor.shutdown(wait=False, cancel_futures=True)
+            close_pools(self._executors)
         for client in self.clients.values():
             client.close()
 

@@ -3,13 +3,12 @@ and collects it within the probe's deadline, a bounded number of probes at a tim
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import queue
 import threading
 
 from exporter.assembly import build_canaries, build_clients, build_collection
-from exporter.collection import WORKERS_PER_PROTOCOL
+from exporter.collection import WORKERS_PER_PROTOCOL, call_pools, close_pools
 from exporter.config import PROTOCOLS, Config
 from exporter.fleet.request import ProbeRefused, ProbeRequest, parse_probe_query
 from exporter.fleet.targets import Fleet, Target
@@ -37,9 +36,8 @@ class Prober:
         # A probe slot is a sidecar scrape's worth of call pools, its own while it runs: a
         # target stuck until its deadline cannot take the workers of another probe. The
         # threads are started as calls need them, and do not grow with the targets.
-        self._pools = [{protocol: concurrent.futures.ThreadPoolExecutor(
-            max_workers=WORKERS_PER_PROTOCOL, thread_name_prefix=f"probe{slot}-{protocol}")
-            for protocol in PROTOCOLS} for slot in range(fleet.max_concurrent_probes)]
+        self._pools = [call_pools(PROTOCOLS, WORKERS_PER_PROTOCOL, f"probe{slot}")
+                       for slot in range(fleet.max_concurrent_probes)]
         self._free: queue.Queue = queue.Queue()
         for pools in self._pools:
             self._free.put(pools)
@@ -65,8 +63,7 @@ class Prober:
         if self._schedule is not None:
             self._schedule.stop()
         for pools in self._pools:
-            for executor in pools.values():
-                executor.shutdown(wait=False, cancel_futures=True)
+            close_pools(pools)
 
     def check(self, query: str) -> ProbeRequest:
         """The probe ``query`` asks for; raises ProbeRefused (400, 403) naming the problem."""

@@ -6,6 +6,7 @@ parameter, raised before anything connects anywhere.
 
 from __future__ import annotations
 
+import functools
 import socket
 import urllib.parse
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ def parse_probe_query(query: str, config: Config) -> ProbeRequest:
         if over_rest:
             raise _bad(f"rest_target: needed: {' and '.join(over_rest)} of module "
                        f'"{module_name}" use REST, and its probe.rest_port is 0')
-    allowed = AllowList(module.probe.allowed_targets)
+    allowed = _allow_list(module.probe.allowed_targets)
     for name, host in (("target", grpc_host), ("rest_target", rest_host)):
         if host is not None:
             _unambiguous(name, host)
@@ -97,6 +98,11 @@ def parse_probe_query(query: str, config: Config) -> ProbeRequest:
             raise ProbeRefused("403 Forbidden", f"{name}: not allowed: {why}")
     models = _models(values.get("model", []), module)
     return ProbeRequest(module_name, module, grpc_address, rest_address, models)
+
+
+@functools.lru_cache(maxsize=64)  # a few per configuration: compiled once, not per probe
+def _allow_list(patterns: tuple[str, ...]) -> AllowList:
+    return AllowList(patterns)
 
 
 def _grpc_target(text: str) -> tuple[str, str]:
